@@ -1,0 +1,363 @@
+"""Typed configuration tree: YAML files plus ``key=value`` overrides.
+
+Every field carries a docstring (shown by ``bridgerec config-docs``). Unknown keys and wrong
+types fail at load time with :class:`ConfigError`, which names the dotted key and, for enums,
+the allowed values, before anything starts running.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "RayConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "SyntheticConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "ColumnMapping",
+    "load_config",
+    "apply_overrides",
+    "config_docs",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, named by its dotted key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+SyntheticPreset = Literal["tiny", "small", "medium", "large", "xlarge"]
+
+
+class SyntheticConfig(_Section):
+    preset: SyntheticPreset = "small"
+    """Size preset of the synthetic world: tiny (~300 users, tests), small (~3k users, ~60k events,
+    quickstart), medium (~20k users, ~400k events), large (~50k users, >=1M events), xlarge (>=10M)."""
+    n_users: Optional[int] = None
+    """Override the preset's number of users."""
+    n_items: Optional[int] = None
+    """Override the preset's number of items."""
+    n_topics: Optional[int] = None
+    """Override the preset's number of hidden topics (at most the size of the built-in vocabulary)."""
+    cold_item_fraction: float = 0.05
+    """Fraction of items released only near the end of the timeline (cold items)."""
+    duplicate_fraction: float = 0.01
+    """Fraction of extra duplicate events (same user, item) mixed in, to exercise de-duplication."""
+
+
+class ColumnMapping(_Section):
+    user: str = "user_id"
+    """Column holding the user id in a generic table."""
+    item: str = "item_id"
+    """Column holding the item id in a generic table."""
+    rating: Optional[str] = "rating"
+    """Column holding the rating; None means every row is a positive event with rating 1."""
+    timestamp: Optional[str] = "timestamp"
+    """Column holding the event time (unix seconds/ms or an ISO-8601 string); None uses the row order."""
+    title: str = "title"
+    """Column holding an item's title in a generic item table."""
+    text: Optional[str] = "text"
+    """Column holding an item's description in a generic item table."""
+
+
+SourceKind = Literal["synthetic", "movielens", "amazon", "table"]
+
+
+class SourceConfig(_Section):
+    kind: SourceKind = "synthetic"
+    """Where interactions come from: synthetic (embedded seeded world), movielens (a MovieLens
+    directory: 100K, 1M or the ratings.csv layouts), amazon (Amazon reviews JSON lines, 2018 or
+    2023 layout), table (generic Parquet/CSV/JSON-lines with a column mapping)."""
+    path: Optional[str] = None
+    """Directory or file of the source (local path or any pyarrow filesystem URI such as s3://)."""
+    items_path: Optional[str] = None
+    """Item metadata file/dir: Amazon meta JSON lines, or the generic item table."""
+    format: Optional[Literal["parquet", "csv", "jsonl"]] = None
+    """File format of a generic table; inferred from the extension when None."""
+    columns: ColumnMapping = ColumnMapping()
+    """Column mapping for generic tables."""
+    timestamp_unit: Literal["s", "ms", "us", "ns"] = "s"
+    """Unit of numeric timestamps in a generic table (Amazon and MovieLens know their own)."""
+    synthetic: SyntheticConfig = SyntheticConfig()
+    """Settings of the synthetic world (kind=synthetic)."""
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "SourceConfig":
+        if self.kind != "synthetic" and not self.path:
+            raise ValueError(f"data.source.path is required when data.source.kind is {self.kind!r}")
+        return self
+
+
+class PreprocessConfig(_Section):
+    implicit_threshold: Optional[float] = None
+    """Keep only events with rating >= this value (implicit feedback); None keeps every event."""
+    kcore_user: int = 5
+    """Iterative k-core: drop users with fewer than this many interactions (0 disables)."""
+    kcore_item: int = 5
+    """Iterative k-core: drop items with fewer than this many interactions (0 disables)."""
+    kcore_max_iter: int = 50
+    """Upper bound on k-core iterations (it stops earlier once nothing changes)."""
+    duplicates: Literal["first", "last", "keep", "error"] = "first"
+    """What to do with repeated (user, item) events: keep the first or last by time, keep all,
+    or fail naming the first duplicate."""
+    bad_rows: Literal["error", "quarantine"] = "error"
+    """Invalid rows (null ids, unparsable rating/time): fail naming file, row and column, or write
+    them to quarantine/ in the dataset dir and count them in the manifest."""
+
+
+class SplitConfig(_Section):
+    protocol: Literal["leave_last_out", "temporal", "random"] = "leave_last_out"
+    """leave_last_out: each user's last event is test, the one before valid (by time);
+    temporal: a global time cut at the valid/test quantiles; random: seeded random ratio."""
+    valid_fraction: float = 0.1
+    """Fraction of events for validation (temporal and random protocols)."""
+    test_fraction: float = 0.1
+    """Fraction of events for test (temporal and random protocols)."""
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitConfig":
+        if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1):
+            raise ValueError("data.split.valid_fraction must be in [0,1) and test_fraction in (0,1)")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("data.split.valid_fraction + data.split.test_fraction must be < 1")
+        return self
+
+
+class DataConfig(_Section):
+    name: str = "synthetic-small"
+    """Dataset name; the prepared directory is <work_dir>/datasets/<name> unless output_dir is set."""
+    output_dir: Optional[str] = None
+    """Where the prepared dataset directory is written."""
+    seed: int = 0
+    """Seed for the synthetic world, random splits and negative sampling."""
+    source: SourceConfig = SourceConfig()
+    """Source of the raw interactions."""
+    preprocess: PreprocessConfig = PreprocessConfig()
+    """Filtering, de-duplication and bad-row handling."""
+    split: SplitConfig = SplitConfig()
+    """Train/valid/test split protocol."""
+    read_batch_rows: int = 100_000
+    """Rows per block when reading files (bounds memory per task)."""
+    overwrite: bool = False
+    """Re-prepare even when the output directory holds a dataset with the same inputs."""
+
+
+# --------------------------------------------------------------------------------------- model
+
+
+class ModelConfig(_Section):
+    name: str = "mf"
+    """Domain model from the registry (see `bridgerec models`)."""
+    dim: int = 64
+    """Embedding dimension."""
+    init_std: float = 0.1
+    """Standard deviation of the normal initialisation of embeddings."""
+
+
+class TrainConfig(_Section):
+    num_workers: int = 2
+    """Ray Train workers (data-parallel ranks)."""
+    use_gpu: bool = False
+    """Give each worker a GPU (only on clusters that have them)."""
+    epochs: int = 20
+    """Passes over the training interactions."""
+    batch_size: int = 1024
+    """Training events per batch per worker."""
+    lr: float = 0.01
+    """Learning rate (Adam)."""
+    weight_decay: float = 0.0
+    """L2 regularisation on the embeddings in the batch (BPR reg)."""
+    num_negatives: int = 1
+    """Negatives sampled per positive."""
+    seed: int = 0
+    """Seed for model init and sampling."""
+    storage_path: Optional[str] = None
+    """Ray Train storage (checkpoints); default <work_dir>/ray_results."""
+    log_every_steps: int = 50
+    """Print progress every this many steps (rank 0)."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> "TrainConfig":
+        for key in ("num_workers", "epochs", "batch_size", "num_negatives"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be >= 1")
+        return self
+
+
+class EvalConfig(_Section):
+    ks: list[int] = [10, 20]
+    """Cut-offs K for Recall/NDCG/HR/MRR/Precision@K."""
+    user_batch_size: int = 1024
+    """Users scored at once in full-ranking evaluation (bounds memory)."""
+    sampled_negatives: int = 99
+    """Negatives per positive in the sampled mode (for LLM rankers)."""
+    long_tail_user_quantile: float = 0.2
+    """Users whose training count is in the lowest quantile form the long-tail slice."""
+    head_item_fraction: float = 0.2
+    """The most popular fraction of items forms the head-item slice; the rest is the tail."""
+    cold_item_max_train: int = 5
+    """Test items with at most this many training interactions count as cold."""
+
+
+class TrackingConfig(_Section):
+    uri: Optional[str] = None
+    """MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite:///<work_dir>/mlflow.db."""
+    experiment: str = "bridgerec"
+    """MLflow experiment name."""
+    enabled: bool = True
+    """Log to MLflow at all."""
+
+
+class RayConfig(_Section):
+    address: Optional[str] = None
+    """Ray cluster address; default RAY_ADDRESS, else a local Ray started by the command."""
+    num_cpus: Optional[int] = None
+    """Logical CPUs of a locally started Ray (default: max(8, cores) so small actors schedule)."""
+
+
+class Config(_Section):
+    work_dir: str = "bridgerec_work"
+    """Root for datasets, MLflow store and Ray results (relative paths are from the cwd)."""
+    run_name: Optional[str] = None
+    """Name of the run in Ray Train and MLflow; default <model>-<data name>."""
+    data: DataConfig = DataConfig()
+    """Data source, preprocessing and splits."""
+    model: ModelConfig = ModelConfig()
+    """Domain model."""
+    train: TrainConfig = TrainConfig()
+    """Ray Train settings."""
+    eval: EvalConfig = EvalConfig()
+    """Evaluation settings."""
+    tracking: TrackingConfig = TrackingConfig()
+    """MLflow settings."""
+    ray: RayConfig = RayConfig()
+    """Ray cluster settings."""
+
+    # -- derived paths -------------------------------------------------------------------
+    def dataset_dir(self) -> str:
+        return self.data.output_dir or os.path.join(self.work_dir, "datasets", self.data.name)
+
+    def tracking_uri(self) -> str:
+        if self.tracking.uri:
+            return self.tracking.uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return "sqlite:///" + str(Path(self.work_dir).resolve() / "mlflow.db")
+
+    def storage_path(self) -> str:
+        return self.train.storage_path or str(Path(self.work_dir).resolve() / "ray_results")
+
+    def resolved_run_name(self) -> str:
+        return self.run_name or f"{self.model.name}-{self.data.name}"
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key" + _allowed_keys_hint(e["loc"])
+        lines.append(f"{key}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden" else f"{key}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys_hint(loc: tuple) -> str:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return ""
+    return "; allowed keys: " + ", ".join(sorted(model.model_fields))
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: cannot set a sub-key of {p!r}, which is a {type(nxt).__name__}")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key}: value {raw!r} is not valid YAML: {exc}") from None
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Load a :class:`Config` from an optional YAML file and ``key=value`` overrides."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        tree = loaded
+    apply_overrides(tree, list(overrides or []))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def config_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """One line per config key: dotted name, type, default and docstring."""
+    out = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.append(f"{key}: {field.description or ''}")
+            out.extend(config_docs(ann, key + "."))
+        else:
+            tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            desc = " ".join((field.description or "").split())
+            out.append(f"{key} ({tname}, default {field.default!r}): {desc}")
+    return out
