@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, model_validator
+
+from bridgerec._config_base import Section
+from bridgerec.llm.config import AugmentConfig, EncoderConfig, LLMConfig
 
 __all__ = [
     "Config",
@@ -38,8 +41,7 @@ class ConfigError(ValueError):
     """A configuration problem, named by its dotted key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+_Section = Section
 
 
 # --------------------------------------------------------------------------------------- data
@@ -171,6 +173,8 @@ class ModelConfig(_Section):
     """Embedding dimension."""
     init_std: float = 0.1
     """Standard deviation of the normal initialisation of embeddings."""
+    l2: float = 1e-4
+    """L2 penalty on the embeddings used in a batch (BPR regulariser), per example."""
 
 
 class TrainConfig(_Section):
@@ -184,8 +188,14 @@ class TrainConfig(_Section):
     """Training events per batch per worker."""
     lr: float = 0.01
     """Learning rate (Adam)."""
-    weight_decay: float = 0.0
-    """L2 regularisation on the embeddings in the batch (BPR reg)."""
+    patience: int = 3
+    """Early stopping: stop after this many validations without improving the metric (0 disables)."""
+    select_metric: str = "recall@20"
+    """Validation metric that picks the best checkpoint and drives early stopping."""
+    keep_checkpoints: int = 2
+    """Keep the best N checkpoints by the validation metric."""
+    max_failures: int = 1
+    """Ray Train FailureConfig: restarts of the worker group after a failure."""
     num_negatives: int = 1
     """Negatives sampled per positive."""
     seed: int = 0
@@ -251,6 +261,12 @@ class Config(_Section):
     """MLflow settings."""
     ray: RayConfig = RayConfig()
     """Ray cluster settings."""
+    llm: LLMConfig = LLMConfig()
+    """LLM backbone and engine."""
+    encoder: EncoderConfig = EncoderConfig()
+    """Text encoder for item texts and profiles."""
+    augment: AugmentConfig = AugmentConfig()
+    """LLM augmentation stages."""
 
     # -- derived paths -------------------------------------------------------------------
     def dataset_dir(self) -> str:

@@ -349,13 +349,14 @@ def _quarantine_counts(qdir: str) -> dict[str, int]:
 
 
 def _kcore(events, ku: int, ki: int, max_iter: int, parts: int, log) -> tuple[Any, pd.Index, pd.Index, int]:
-    """Iteratively drop users with < ku and items with < ki events until stable."""
+    """Iteratively drop users with < ku and items with < ki events until stable (or ``max_iter``
+    passes); the returned ids are exactly those of the returned events."""
     it = 0
     while True:
         users, items = _counts(events, "user_id", parts), _counts(events, "item_id", parts)
         keep_u, keep_i = users[users >= ku].index, items[items >= ki].index
         if (len(keep_u) == len(users) and len(keep_i) == len(items)) or it >= max_iter:
-            return events, keep_u, keep_i, it
+            return events, users.index, items.index, it
         it += 1
         log(f"[data] k-core pass {it}: dropping {len(users) - len(keep_u)} users, {len(items) - len(keep_i)} items")
         events = events.map_batches(

@@ -1,0 +1,10 @@
+"""The newcomer's end-to-end job on the embedded synthetic data.
+
+    python jobs/quickstart.py [--config jobs/configs/quickstart.yaml] [key=value ...]
+    ray job submit --working-dir . -- python jobs/quickstart.py
+"""
+
+from bridgerec.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["quickstart", *__import__("sys").argv[1:]]))

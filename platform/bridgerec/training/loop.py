@@ -1,0 +1,158 @@
+"""The per-worker training loop run by Ray Train (one loop for every domain model).
+
+Every rank runs exactly ``steps_per_epoch`` optimizer steps per epoch (the shards are equal-sized
+and the driver computes the count), so collectives never wait on a rank that ran out of data.
+Rank 0 validates, checkpoints, logs to MLflow and prints progress; the early-stopping decision is
+broadcast so all ranks stop together. A restarted run resumes from ``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+
+from bridgerec.config import Config
+from bridgerec.data.dataset import DatasetDir
+from bridgerec.data.sampling import NegativeSampler
+from bridgerec.evaluation import full_ranking, mlflow_metric_name
+from bridgerec.models import DomainModel, build_model
+
+__all__ = ["train_loop_per_worker", "STATE_FILE", "valid_metric_key"]
+
+STATE_FILE = "state.pt"
+
+
+def valid_metric_key(cfg: Config) -> str:
+    return "valid_" + mlflow_metric_name(cfg.train.select_metric)
+
+
+def _unwrap(model: torch.nn.Module) -> DomainModel:
+    return model.module if hasattr(model, "module") else model  # DDP -> DomainModel
+
+
+def _validate(model: DomainModel, cfg: Config, data: DatasetDir, train_pairs) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        res = full_ranking(
+            lambda u: model.full_scores(u), data.n_users, data.n_items, train_pairs, data.pairs("valid"),
+            cfg.eval.ks, cfg.eval.user_batch_size,
+        )
+    model.train()
+    return {"valid_" + k: v for k, v in res.flat().items() if "/" not in k}
+
+
+def _load_state(model: DomainModel, opt: torch.optim.Optimizer) -> dict:
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return {"epoch": -1, "best": -math.inf, "bad_epochs": 0}
+    with ckpt.as_directory() as d:
+        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optim"])
+    return state["progress"]
+
+
+def _save_checkpoint(model: DomainModel, opt, progress: dict) -> ray.train.Checkpoint:
+    d = tempfile.mkdtemp(prefix="bridgerec-ckpt-")
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "progress": progress}, os.path.join(d, STATE_FILE))
+    return ray.train.Checkpoint.from_directory(d)
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+class _Tracker:
+    """Rank-0 MLflow logging into the run the driver created (no-op without a run id)."""
+
+    def __init__(self, uri: str | None, run_id: str | None):
+        self.client = None
+        if uri and run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client, self.run_id = MlflowClient(uri), run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg = Config.model_validate(config["cfg"])
+    data = DatasetDir(config["dataset_dir"])
+    steps = int(config["steps_per_epoch"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.train.seed)
+    train_pairs = data.pairs("train")
+    model = build_model(cfg.model, data.n_users, data.n_items, train_pairs=train_pairs)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    progress = _load_state(model, opt)
+    if progress["epoch"] >= 0 and rank == 0:
+        print(f"[train] resumed from checkpoint after epoch {progress['epoch'] + 1}", flush=True)
+    ddp = ray.train.torch.prepare_model(model)
+    sampler = NegativeSampler(data.n_items, *train_pairs, data.n_users, seed=cfg.train.seed * 7919 + rank * 104729 + progress["epoch"] + 1)
+    shard = ray.train.get_dataset_shard("train")
+    tracker = _Tracker(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else _Tracker(None, None)
+    key = valid_metric_key(cfg)
+    bs, n_neg = cfg.train.batch_size, cfg.train.num_negatives
+    t_start, first_epoch = time.time(), progress["epoch"] + 1
+
+    for epoch in range(first_epoch, cfg.train.epochs):
+        t0, total, step = time.time(), 0.0, 0
+        batches = shard.iter_torch_batches(batch_size=bs, drop_last=True, local_shuffle_buffer_size=4 * bs, dtypes=torch.int64)
+        for batch in batches:
+            if step >= steps:
+                continue  # drain the shard's remainder; every rank runs exactly `steps` steps
+            uid = batch["uid"]
+            neg = torch.from_numpy(sampler.sample(uid.numpy(), n_neg))
+            loss = ddp({"uid": uid, "pos": batch["iid"], "neg": neg})
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            step += 1
+            if rank == 0 and cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
+                _print_progress(epoch, first_epoch, cfg.train.epochs, step, steps, total / step, world * bs * step / (time.time() - t0), t_start, time.time())
+        if step < steps:
+            raise RuntimeError(f"rank {rank} got {step} full batches, expected {steps}: shards are unequal")
+        metrics = {"epoch": epoch + 1, "train_loss": total / max(step, 1), "samples_per_s": world * bs * steps / (time.time() - t0)}
+        ckpt, stop = None, False
+        if rank == 0:
+            metrics.update(_validate(_unwrap(ddp), cfg, data, train_pairs))
+            improved = metrics[key] > progress["best"]
+            progress = {
+                "epoch": epoch,
+                "best": max(progress["best"], metrics[key]),
+                "bad_epochs": 0 if improved else progress["bad_epochs"] + 1,
+            }
+            stop = bool(cfg.train.patience) and progress["bad_epochs"] >= cfg.train.patience
+            ckpt = _save_checkpoint(_unwrap(ddp), opt, progress)
+            tracker.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
+            print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} loss {metrics['train_loss']:.4f} "
+                  f"{key} {metrics[key]:.4f} {metrics['samples_per_s']:.0f} samples/s"
+                  + (" (early stop)" if stop else ""), flush=True)
+        ray.train.report(metrics, checkpoint=ckpt)
+        if _broadcast_flag(stop):
+            break
+
+
+def _print_progress(epoch: int, first: int, epochs: int, step: int, steps: int, loss: float, rate: float, t_start: float, now: float) -> None:
+    done = (epoch - first) * steps + step  # steps run by this attempt
+    left = ((epochs - first) * steps - done) * (now - t_start) / max(done, 1)
+    print(f"[train] epoch {epoch + 1}/{epochs} step {step}/{steps} loss {loss:.4f} {rate:.0f} samples/s ETA {left:.0f}s", flush=True)

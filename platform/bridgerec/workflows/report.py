@@ -1,0 +1,21 @@
+"""Plain-text result tables printed at the end of jobs."""
+
+from __future__ import annotations
+
+from bridgerec.evaluation import EvalResult
+
+__all__ = ["results_table"]
+
+
+def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
+    """One line per model: Recall/NDCG@K overall and Recall@max(K) on long-tail users."""
+    k_max = max(ks)
+    cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
+    head = f"{'model':<14}" + "".join(f"{c:>11}" for c in cols) + f"{'tail-user R@' + str(k_max):>16}{'cold-item R@' + str(k_max):>16}"
+    lines = [head, "-" * len(head)]
+    for name, res in rows.items():
+        vals = "".join(f"{res.overall.get(c, float('nan')):>11.4f}" for c in cols)
+        tail = res.slices.get("long_tail_users", {}).get(f"recall@{k_max}", float("nan"))
+        cold = res.slices.get("cold_items", {}).get(f"recall@{k_max}", float("nan"))
+        lines.append(f"{name:<14}{vals}{tail:>16.4f}{cold:>16.4f}")
+    return "\n".join(lines)

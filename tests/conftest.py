@@ -1,0 +1,54 @@
+"""Shared fixtures: one Ray cluster per test session and small prepared datasets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray shared by every test that needs one (started once, shut down at the end)."""
+    import ray
+
+    from bridgerec.config import RayConfig
+    from bridgerec.runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=8))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bridgerec")
+
+
+@pytest.fixture(scope="session")
+def tiny_config(session_dir):
+    """Config for the tiny synthetic preset with a session work dir (k-core 3 keeps more users)."""
+    from bridgerec.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"work_dir={session_dir}/work",
+            "data.name=synthetic-tiny",
+            "data.source.synthetic.preset=tiny",
+            "data.preprocess.kcore_user=3",
+            "data.preprocess.kcore_item=3",
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(ray_session, tiny_config):
+    """The tiny synthetic dataset prepared once per session; returns its directory."""
+    from bridgerec.data.prepare import prepare_dataset
+
+    return prepare_dataset(tiny_config, log=lambda m: None).path

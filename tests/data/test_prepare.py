@@ -1,0 +1,463 @@
+"""Behaviour of the Ray Data preparation pipeline (:func:`bridgerec.data.prepare.prepare_dataset`).
+
+Most checks prepare small hand-written CSV tables (the ``table`` source) whose expected output
+is known exactly; a few use the session's tiny synthetic dataset. Every preparation costs a few
+seconds of Ray work, so results shared by several tests come from module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from bridgerec.config import ConfigError, load_config
+from bridgerec.data.dataset import DatasetDir
+from bridgerec.data.prepare import SPLITS, PrepareResult, prepare_dataset
+from bridgerec.data.schema import DataValidationError
+from bridgerec.data.synthetic import SyntheticWorld
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _write_csv(root: Path, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "events.csv"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def _table_config(root: Path, csv: str, *overrides: str):
+    """Config preparing ``csv`` (written under ``root``) into ``root/dataset``; k-core off unless overridden."""
+    path = _write_csv(root, csv)
+    return load_config(
+        None,
+        [
+            f"work_dir={root / 'work'}",
+            f"data.output_dir={root / 'dataset'}",
+            "data.source.kind=table",
+            f"data.source.path={path}",
+            "data.preprocess.kcore_user=0",
+            "data.preprocess.kcore_item=0",
+            *overrides,
+        ],
+    )
+
+
+def _prepare_table(root: Path, csv: str, *overrides: str) -> PrepareResult:
+    return prepare_dataset(_table_config(root, csv, *overrides), log=_quiet)
+
+
+def _interactions(path: str) -> pd.DataFrame:
+    return pq.read_table(os.path.join(path, "interactions")).to_pandas()
+
+
+def _original_ids(path: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (uid, iid, ...) with the original ``user_id``/``item_id`` looked up in the id maps."""
+    d = DatasetDir(path)
+    users = d.users().set_index("uid")["user_id"]
+    items = d.items().set_index("iid")["item_id"]
+    return frame.assign(user_id=users.reindex(frame["uid"]).to_numpy(), item_id=items.reindex(frame["iid"]).to_numpy())
+
+
+def _triples(path: str, split: str | None = None) -> set[tuple[str, str, int]]:
+    """(user_id, item_id, ts) of the interactions or of one split, in original ids."""
+    frame = _interactions(path) if split is None else DatasetDir(path).frame(split)
+    frame = _original_ids(path, frame)
+    return set(zip(frame["user_id"], frame["item_id"], frame["ts"].astype(int)))
+
+
+def _split_frames(path: str) -> dict[str, pd.DataFrame]:
+    d = DatasetDir(path)
+    return {name: d.frame(name) for name in SPLITS}
+
+
+def _pairs(frame: pd.DataFrame) -> set[tuple[int, int]]:
+    return set(zip(frame["uid"], frame["iid"]))
+
+
+def _unix(*args: int, offset_hours: int = 0) -> int:
+    from datetime import timedelta
+
+    return int((datetime(*args, tzinfo=timezone.utc) - timedelta(hours=offset_hours)).timestamp())
+
+
+def _assert_kcore(path: str, ku: int, ki: int) -> None:
+    frame = _interactions(path)
+    assert frame.groupby("uid").size().min() >= ku
+    assert frame.groupby("iid").size().min() >= ki
+
+
+def _assert_leave_last_out(path: str) -> None:
+    """Per user: test is the latest event, valid the one before; splits partition the interactions."""
+    splits = _split_frames(path)
+    for name in ("test", "valid"):
+        assert splits[name]["uid"].is_unique, f"{name} has more than one event for a user"
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    latest_train = train.groupby("uid")["ts"].max()
+    t_test, t_valid = test.set_index("uid")["ts"], valid.set_index("uid")["ts"]
+    assert (t_valid <= t_test.reindex(t_valid.index)).all()
+    assert (latest_train.reindex(t_valid.index).fillna(-1) <= t_valid).all()
+    assert (latest_train.reindex(t_test.index).fillna(-1) <= t_test).all()
+    assert set(valid["uid"]) <= set(test["uid"]), "a user with a valid event must have a test event"
+    assert not (_pairs(test) | _pairs(valid)) & _pairs(train)
+    every = _interactions(path)
+    union = pd.concat(splits.values(), ignore_index=True)
+    key = ["uid", "iid", "ts", "rating"]
+    pd.testing.assert_frame_equal(
+        union[key].sort_values(key).reset_index(drop=True), every[key].sort_values(key).reset_index(drop=True)
+    )
+
+
+def _assert_manifest_counts(path: str) -> None:
+    d = DatasetDir(path)
+    counts = d.manifest["counts"]
+    frame = _interactions(path)
+    assert counts["interactions"] == len(frame)
+    assert counts["users"] == len(d.users()) == frame["uid"].nunique()
+    assert counts["items"] == len(d.items()) == frame["iid"].nunique()
+    for name in SPLITS:
+        assert counts[name] == len(d.frame(name))
+    assert sum(counts[name] for name in SPLITS) == counts["interactions"]
+    assert counts["removed_kcore"] + counts["removed_threshold_or_duplicate"] + counts["interactions"] == counts["valid_events_read"]
+
+
+def _assert_dense_ids(path: str) -> None:
+    """uid/iid are 0..n-1 and the id maps list the original ids in sorted order."""
+    d = DatasetDir(path)
+    users, items, frame = d.users(), d.items(), _interactions(path)
+    assert users["uid"].tolist() == list(range(len(users)))
+    assert items["iid"].tolist() == list(range(len(items)))
+    assert users["user_id"].tolist() == sorted(users["user_id"]) and users["user_id"].is_unique
+    assert items["item_id"].tolist() == sorted(items["item_id"]) and items["item_id"].is_unique
+    assert frame["uid"].between(0, len(users) - 1).all() and frame["iid"].between(0, len(items) - 1).all()
+
+
+# ----------------------------------------------------------------------------- k-core
+
+# k-core with kcore_user=3, kcore_item=2. The core is 4 users x items P,Q,R,S. Removal cascades:
+# pass 1 drops u1 (2 events) and Z (1 user); pass 2 drops X (only u2 left); pass 3 drops u2 (only
+# Y, P left); pass 4 drops Y (only 010 left). User ids keep their leading zeros.
+CASCADE = """\
+    user_id,item_id,rating,timestamp
+    010,P,5,1000
+    010,Q,4,1010
+    010,R,3,1020
+    010,S,5,1030
+    010,Y,2,1040
+    002,S,5,1000
+    002,R,4,1010
+    002,Q,3,1020
+    002,P,5,1030
+    002,Z,1,1050
+    0031,Q,4,1000
+    0031,P,4,1010
+    0031,S,4,1020
+    0031,R,4,1030
+    100,R,2,1000
+    100,S,2,1010
+    100,P,2,1020
+    100,Q,2,1030
+    u1,X,3,500
+    u1,P,3,510
+    u2,X,3,520
+    u2,Y,3,530
+    u2,P,3,540
+"""
+CORE_USERS = ["010", "002", "0031", "100"]
+CASCADE_TS = {  # (user, item) -> ts of the surviving core events
+    ("010", "P"): 1000, ("010", "Q"): 1010, ("010", "R"): 1020, ("010", "S"): 1030,
+    ("002", "S"): 1000, ("002", "R"): 1010, ("002", "Q"): 1020, ("002", "P"): 1030,
+    ("0031", "Q"): 1000, ("0031", "P"): 1010, ("0031", "S"): 1020, ("0031", "R"): 1030,
+    ("100", "R"): 1000, ("100", "S"): 1010, ("100", "P"): 1020, ("100", "Q"): 1030,
+}
+KCORE = ("data.preprocess.kcore_user=3", "data.preprocess.kcore_item=2")
+
+
+@pytest.fixture(scope="module")
+def cascade(ray_session, tmp_path_factory) -> PrepareResult:
+    """The cascade table prepared with k-core 3/2 and leave-last-out."""
+    return _prepare_table(tmp_path_factory.mktemp("cascade"), CASCADE, *KCORE)
+
+
+def test_kcore_cascade_gives_exact_survivors(cascade: PrepareResult) -> None:
+    assert _triples(cascade.path) == {(u, i, ts) for (u, i), ts in CASCADE_TS.items()}
+    counts = cascade.manifest["counts"]
+    assert (counts["users"], counts["items"], counts["interactions"]) == (4, 4, 16)
+    assert counts["removed_kcore"] == 23 - 16
+    assert counts["kcore_iterations"] == 4
+    _assert_kcore(cascade.path, 3, 2)
+
+
+def test_kcore_max_iter_stops_early_with_consistent_ids(ray_session, tmp_path: Path) -> None:
+    """Hitting kcore_max_iter keeps the events of that pass, and every id is in the id maps."""
+    result = _prepare_table(tmp_path, CASCADE, *KCORE, "data.preprocess.kcore_max_iter=1")
+    survivors = _triples(result.path)
+    assert len(survivors) == 23 - 3  # pass 1 removed u1's two events and Z's one
+    assert {u for u, _, _ in survivors} == set(CORE_USERS) | {"u2"}
+    assert {i for _, i, _ in survivors} == set("PQRSXY")
+    assert result.manifest["counts"]["kcore_iterations"] == 1
+    _assert_dense_ids(result.path)
+
+
+def test_kcore_holds_on_synthetic(tiny_dataset: str, tiny_config) -> None:
+    pcfg = tiny_config.data.preprocess
+    _assert_kcore(tiny_dataset, pcfg.kcore_user, pcfg.kcore_item)
+
+
+def test_kcore_removing_everything_fails(ray_session, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="k-core filter removed every event"):
+        _prepare_table(tmp_path, CASCADE, "data.preprocess.kcore_user=10")
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def test_leave_last_out_exact(cascade: PrepareResult) -> None:
+    expected = {"test": set(), "valid": set()}
+    for user in CORE_USERS:
+        events = sorted((ts, item) for (u, item), ts in CASCADE_TS.items() if u == user)
+        expected["test"].add((user, events[-1][1], events[-1][0]))
+        expected["valid"].add((user, events[-2][1], events[-2][0]))
+    assert _triples(cascade.path, "test") == expected["test"]
+    assert _triples(cascade.path, "valid") == expected["valid"]
+    _assert_leave_last_out(cascade.path)
+
+
+def test_leave_last_out_on_synthetic(tiny_dataset: str) -> None:
+    _assert_leave_last_out(tiny_dataset)
+
+
+def test_temporal_split(ray_session, tmp_path: Path) -> None:
+    # 50 events with distinct times 1..50 in a scrambled order over 5 users and 50 items
+    rows = "\n".join(f"u{k % 5},i{k},3,{(k * 17) % 50 + 1}" for k in range(50))
+    result = _prepare_table(
+        tmp_path, "user_id,item_id,rating,timestamp\n" + rows + "\n",
+        "data.split.protocol=temporal", "data.split.valid_fraction=0.2", "data.split.test_fraction=0.2",
+    )
+    splits = _split_frames(result.path)
+    assert splits["train"]["ts"].max() <= splits["valid"]["ts"].min()
+    assert splits["valid"]["ts"].max() <= splits["test"]["ts"].min()
+    assert {name: len(f) for name, f in splits.items()} == {"train": 30, "valid": 10, "test": 10}
+    assert sorted(pd.concat(splits.values())["ts"]) == list(range(1, 51))
+
+
+RANDOM_GRID = "user_id,item_id,rating,timestamp\n" + "\n".join(
+    f"u{u},i{i},{1 + (u * i) % 5},{1000 + 20 * u + i}" for u in range(20) for i in range(20)
+) + "\n"
+RANDOM = ("data.split.protocol=random", "data.split.valid_fraction=0.1", "data.split.test_fraction=0.2")
+
+
+@pytest.fixture(scope="module")
+def random_runs(ray_session, tmp_path_factory) -> dict:
+    """The 400-event grid with the random protocol: seed 0, the same again (reused), the same
+    re-prepared with overwrite and another block size, and seed 1."""
+    root = tmp_path_factory.mktemp("random")
+    first = _prepare_table(root, RANDOM_GRID, *RANDOM)
+    first_splits = _split_frames(first.path)
+    again = _prepare_table(root, RANDOM_GRID, *RANDOM)
+    rewritten = _prepare_table(root, RANDOM_GRID, *RANDOM, "data.overwrite=true", "data.read_batch_rows=7")
+    other = _prepare_table(tmp_path_factory.mktemp("random-seed1"), RANDOM_GRID, *RANDOM, "data.seed=1")
+    return dict(first=first, first_splits=first_splits, again=again, rewritten=rewritten, other=other)
+
+
+def test_random_split_fractions(random_runs: dict) -> None:
+    sizes = {name: len(frame) for name, frame in random_runs["first_splits"].items()}
+    assert sum(sizes.values()) == 400
+    assert abs(sizes["test"] / 400 - 0.2) < 0.06
+    assert abs(sizes["valid"] / 400 - 0.1) < 0.05
+    _assert_manifest_counts(random_runs["first"].path)
+
+
+def test_random_split_deterministic_per_seed(random_runs: dict) -> None:
+    first, rewritten = random_runs["first"], random_runs["rewritten"]
+    assert not rewritten.reused
+    assert rewritten.manifest["content_hash"] == first.manifest["content_hash"]
+    for name, frame in _split_frames(rewritten.path).items():
+        assert _pairs(frame) == _pairs(random_runs["first_splits"][name]), name
+    other = random_runs["other"]
+    assert _pairs(_split_frames(other.path)["test"]) != _pairs(random_runs["first_splits"]["test"])
+    assert other.manifest["content_hash"] != first.manifest["content_hash"]
+
+
+# ----------------------------------------------------------------------------- manifest and ids
+
+
+def test_rerun_reuses_directory(random_runs: dict) -> None:
+    again, first = random_runs["again"], random_runs["first"]
+    assert again.reused and again.path == first.path
+    assert again.manifest["content_hash"] == first.manifest["content_hash"]
+
+
+def test_manifest_counts_match_tables(cascade: PrepareResult, tiny_dataset: str) -> None:
+    _assert_manifest_counts(cascade.path)
+    _assert_manifest_counts(tiny_dataset)
+
+
+def test_dense_ids_and_id_maps(cascade: PrepareResult, tiny_dataset: str, tiny_config) -> None:
+    _assert_dense_ids(cascade.path)
+    assert DatasetDir(cascade.path).users()["user_id"].tolist() == sorted(CORE_USERS)  # "002" < "0031" < "010" < "100"
+    _assert_dense_ids(tiny_dataset)
+    world = SyntheticWorld(tiny_config.data.source.synthetic, tiny_config.data.seed)
+    raw = pd.concat([world.events(c) for c in range(world.n_chunks)], ignore_index=True)
+    raw_triples = set(zip(raw["user_id"], raw["item_id"], raw["ts"].astype(int)))
+    assert _triples(tiny_dataset) <= raw_triples
+    titles = world.items().set_index("item_id")["title"]
+    items = DatasetDir(tiny_dataset).items()
+    assert items["title"].tolist() == titles.reindex(items["item_id"]).tolist()
+
+
+def test_synthetic_content_hash_is_reproducible_and_seeded(tiny_dataset: str, tiny_config, tmp_path: Path) -> None:
+    def prepare(output_dir: Path, **data) -> PrepareResult:
+        cfg = tiny_config.model_copy(deep=True)
+        cfg.data.output_dir = str(output_dir)
+        for key, value in data.items():
+            setattr(cfg.data, key, value)
+        return prepare_dataset(cfg, log=_quiet)
+
+    reference = DatasetDir(tiny_dataset).content_hash
+    fresh = prepare(tmp_path / "fresh", overwrite=True)
+    assert not fresh.reused and fresh.path != tiny_dataset
+    assert fresh.manifest["content_hash"] == reference
+    seeded = prepare(tmp_path / "seed1", seed=1)
+    assert seeded.manifest["content_hash"] != reference
+
+
+# ----------------------------------------------------------------------------- validation
+
+BAD_CELLS = {  # column -> (CSV with the bad cell on data row 3, canonical column named)
+    "user": ("a,x,5,100\nb,y,4,200\n,z,3,300\nc,x,2,400\n", "user_id"),
+    "rating": ("a,x,5,100\nb,y,4,200\nc,z,four,300\nc,x,2,400\n", "rating"),
+    "timestamp": ("a,x,5,100\nb,y,4,200\nc,z,3,next tuesday\nc,x,2,400\n", "ts"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_CELLS))
+def test_bad_row_error_names_file_row_column(ray_session, tmp_path: Path, bad: str) -> None:
+    rows, column = BAD_CELLS[bad]
+    cfg = _table_config(tmp_path, "user_id,item_id,rating,timestamp\n" + rows)
+    with pytest.raises(DataValidationError) as info:
+        prepare_dataset(cfg, log=_quiet)
+    err = info.value
+    assert type(err) is DataValidationError  # unwrapped from Ray's task error
+    path = cfg.data.source.path
+    assert (err.file, err.row, err.column) == (path, 3, column)
+    assert path in str(err) and "row 3" in str(err) and repr(column) in str(err)
+    assert sorted(os.listdir(tmp_path)) == ["events.csv"], "a failed run must leave no dataset or temporary dir"
+
+
+QUARANTINE = """\
+    user_id,item_id,rating,timestamp
+    a,x,5,2024-01-01T00:00:00Z
+    ,y,4,2024-01-01T00:00:00Z
+    b,x,oops,2024-01-01T00:00:00Z
+    b,y,3,not a date
+    b,x,4,2024-03-01T12:30:00+02:00
+    c,y,2,2024-02-29 06:00:00
+    ,z,bad,2024-01-01T00:00:00Z
+    c,x,1,1700000000
+"""
+
+
+@pytest.fixture(scope="module")
+def quarantined(ray_session, tmp_path_factory) -> PrepareResult:
+    return _prepare_table(tmp_path_factory.mktemp("quarantine"), QUARANTINE, "data.preprocess.bad_rows=quarantine")
+
+
+def test_quarantine_writes_bad_rows_aside(quarantined: PrepareResult) -> None:
+    manifest = quarantined.manifest
+    assert manifest["counts"]["quarantined"] == 4
+    assert manifest["quarantine_by_column"] == {"rating": 1, "ts": 1, "user_id": 2}  # row 7 is counted once
+    assert manifest["counts"]["valid_events_read"] == 4
+    bad = pq.read_table(os.path.join(quarantined.path, "quarantine")).to_pandas().sort_values("_row")
+    assert bad["_row"].tolist() == [2, 3, 4, 7]
+    assert bad["_column"].tolist() == ["user_id", "rating", "ts", "user_id"]
+    assert (bad["_file"] == manifest["source"]["paths"]["events"][0]).all()
+    assert bad["value"].tolist()[1:3] == ["oops", "not a date"]
+
+
+def test_iso_timestamps_parsed_to_unix_seconds(quarantined: PrepareResult) -> None:
+    assert _triples(quarantined.path) == {
+        ("a", "x", _unix(2024, 1, 1)),
+        ("b", "x", _unix(2024, 3, 1, 12, 30, offset_hours=2)),
+        ("c", "y", _unix(2024, 2, 29, 6)),
+        ("c", "x", 1_700_000_000),
+    }
+
+
+# ----------------------------------------------------------------------------- duplicates and threshold
+
+# (a, x) appears twice: file row 1 at ts 300 (rating 1) and file row 3 at ts 200 (rating 5).
+DUPLICATES = """\
+    user_id,item_id,rating,timestamp
+    a,x,1,300
+    a,y,3,100
+    a,x,5,200
+    b,x,4,100
+"""
+OTHERS = {("a", "y", 100, 3.0), ("b", "x", 100, 4.0)}
+
+
+def _quads(path: str) -> set[tuple[str, str, int, float]]:
+    frame = _original_ids(path, _interactions(path))
+    return set(zip(frame["user_id"], frame["item_id"], frame["ts"].astype(int), frame["rating"]))
+
+
+@pytest.mark.parametrize(
+    "policy, kept",
+    [
+        ("first", {("a", "x", 200, 5.0)}),
+        ("last", {("a", "x", 300, 1.0)}),
+        ("keep", {("a", "x", 200, 5.0), ("a", "x", 300, 1.0)}),
+    ],
+)
+def test_duplicate_policies(ray_session, tmp_path: Path, policy: str, kept: set) -> None:
+    result = _prepare_table(tmp_path, DUPLICATES, f"data.preprocess.duplicates={policy}")
+    assert _quads(result.path) == OTHERS | kept
+    assert result.manifest["counts"]["removed_threshold_or_duplicate"] == 4 - len(OTHERS | kept)
+
+
+def test_duplicate_error_names_file_and_row(ray_session, tmp_path: Path) -> None:
+    cfg = _table_config(tmp_path, DUPLICATES, "data.preprocess.duplicates=error")
+    with pytest.raises(DataValidationError, match="duplicate event for user 'a' and item 'x'") as info:
+        prepare_dataset(cfg, log=_quiet)
+    err = info.value
+    # the later event by time (file row 1, ts 300) is the duplicate of the earlier one (row 3)
+    assert (err.file, err.row) == (cfg.data.source.path, 1)
+    assert f"{cfg.data.source.path}: row 1" in str(err)
+
+
+def test_implicit_threshold_drops_low_ratings(ray_session, tmp_path: Path) -> None:
+    rows = "".join(f"u{k % 3},i{k},{r},{100 + k}\n" for k, r in enumerate([1, 2, 2.5, 3, 4, 5, 3, 1]))
+    result = _prepare_table(tmp_path, "user_id,item_id,rating,timestamp\n" + rows, "data.preprocess.implicit_threshold=3")
+    frame = _original_ids(result.path, _interactions(result.path))
+    assert sorted(frame["item_id"]) == ["i3", "i4", "i5", "i6"]
+    assert frame["rating"].min() >= 3
+    assert result.manifest["counts"]["removed_threshold_or_duplicate"] == 4
+
+
+# ----------------------------------------------------------------------------- config errors
+
+
+def test_bad_enum_names_key_and_allowed_values() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.split.protocol=bogus"])
+    message = str(info.value)
+    assert "data.split.protocol" in message and "bogus" in message
+    for allowed in ("leave_last_out", "temporal", "random"):
+        assert allowed in message
+
+
+def test_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"data\.preprocess\.kcore_users: unknown key") as info:
+        load_config(None, ["data.preprocess.kcore_users=3"])
+    assert "kcore_user" in str(info.value).split("allowed keys:")[1]
