@@ -175,6 +175,22 @@ class ModelConfig(_Section):
     """Standard deviation of the normal initialisation of embeddings."""
     l2: float = 1e-4
     """L2 penalty on the embeddings used in a batch (BPR regulariser), per example."""
+    n_layers: int = 2
+    """LightGCN: propagation layers; SASRec: self-attention blocks."""
+    n_heads: int = 2
+    """SASRec: attention heads (must divide dim)."""
+    max_seq_len: int = 50
+    """SASRec: the most recent items of a user's history that the encoder sees."""
+    dropout: float = 0.2
+    """SASRec: dropout on embeddings and attention blocks."""
+    seq_loss: Literal["ce", "bpr"] = "ce"
+    """SASRec: full-softmax cross-entropy over items, or BPR against the sampled negatives."""
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "ModelConfig":
+        if self.dim % self.n_heads:
+            raise ValueError(f"model.n_heads ({self.n_heads}) must divide model.dim ({self.dim})")
+        return self
 
 
 class TrainConfig(_Section):
@@ -188,6 +204,22 @@ class TrainConfig(_Section):
     """Training events per batch per worker."""
     lr: float = 0.01
     """Learning rate (Adam)."""
+    weight_decay: float = 0.0
+    """Optimizer weight decay (on all trainable parameters; models add their own L2 terms)."""
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    """Optimizer."""
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    """Distributed engine: ddp (torch DistributedDataParallel) or deepspeed (ZeRO)."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage 0-3 (strategy=deepspeed)."""
+    grad_accum_steps: int = 1
+    """Micro-batches (of batch_size) per optimizer step."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."""
+    grad_clip: Optional[float] = None
+    """Clip the gradient norm to this value (DeepSpeed gradient_clipping)."""
+    deepspeed_config: Optional[str] = None
+    """Path to a DeepSpeed JSON that replaces the config built from train.* (strategy=deepspeed)."""
     patience: int = 3
     """Early stopping: stop after this many validations without improving the metric (0 disables)."""
     select_metric: str = "recall@20"
@@ -207,7 +239,9 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _positive(self) -> "TrainConfig":
-        for key in ("num_workers", "epochs", "batch_size", "num_negatives"):
+        if not 0 <= self.zero_stage <= 3:
+            raise ValueError("train.zero_stage must be 0, 1, 2 or 3")
+        for key in ("num_workers", "epochs", "batch_size", "num_negatives", "grad_accum_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1")
         return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -24,25 +24,28 @@ from bridgerec.data.synthetic import SyntheticWorld
 
 # ----------------------------------------------------------------------------- helpers
 
+_HEADER = "user_id,item_id,rating,timestamp\n"
+
 
 def _quiet(message: str) -> None:
     pass
 
 
-def _write_csv(root: Path, text: str) -> Path:
-    """``root/events.csv``; an identical existing file is left untouched (its mtime is part of
-    the input fingerprint, so rewriting it would defeat dataset reuse)."""
+def _write_events(root: Path, text: str, name: str = "events.csv") -> Path:
+    """``root/name``; an identical existing file is left untouched (its mtime is part of the
+    input fingerprint, so rewriting it would defeat dataset reuse)."""
     root.mkdir(parents=True, exist_ok=True)
-    path = root / "events.csv"
+    path = root / name
     text = textwrap.dedent(text).lstrip()
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
 
 
-def _table_config(root: Path, csv: str, *overrides: str):
-    """Config preparing ``csv`` (written under ``root``) into ``root/dataset``; k-core off unless overridden."""
-    path = _write_csv(root, csv)
+def _table_config(root: Path, text: str, *overrides: str, name: str = "events.csv"):
+    """Config preparing the table ``text`` (written to ``root/name``) into ``root/dataset``;
+    k-core is off unless overridden."""
+    path = _write_events(root, text, name)
     return load_config(
         None,
         [
@@ -57,8 +60,8 @@ def _table_config(root: Path, csv: str, *overrides: str):
     )
 
 
-def _prepare_table(root: Path, csv: str, *overrides: str) -> PrepareResult:
-    return prepare_dataset(_table_config(root, csv, *overrides), log=_quiet)
+def _prepare_table(root: Path, text: str, *overrides: str) -> PrepareResult:
+    return prepare_dataset(_table_config(root, text, *overrides), log=_quiet)
 
 
 def _interactions(path: str) -> pd.DataFrame:
@@ -90,8 +93,7 @@ def _pairs(frame: pd.DataFrame) -> set[tuple[int, int]]:
 
 
 def _unix(*args: int, offset_hours: int = 0) -> int:
-    from datetime import timedelta
-
+    """Unix seconds of a wall-clock time at UTC+offset_hours."""
     return int((datetime(*args, tzinfo=timezone.utc) - timedelta(hours=offset_hours)).timestamp())
 
 
@@ -102,8 +104,10 @@ def _assert_kcore(path: str, ku: int, ki: int) -> None:
 
 
 def _assert_leave_last_out(path: str) -> None:
-    """Per user: test is the latest event, valid the one before; splits partition the interactions."""
-    splits = _split_frames(path)
+    """Per user: test is the latest event (users with >= 2 events), valid the one before (>= 3);
+    the splits partition the interactions."""
+    splits, every = _split_frames(path), _interactions(path)
+    per_user = every.groupby("uid").size()
     for name in ("test", "valid"):
         assert splits[name]["uid"].is_unique, f"{name} has more than one event for a user"
     train, valid, test = splits["train"], splits["valid"], splits["test"]
@@ -112,9 +116,9 @@ def _assert_leave_last_out(path: str) -> None:
     assert (t_valid <= t_test.reindex(t_valid.index)).all()
     assert (latest_train.reindex(t_valid.index).fillna(-1) <= t_valid).all()
     assert (latest_train.reindex(t_test.index).fillna(-1) <= t_test).all()
-    assert set(valid["uid"]) <= set(test["uid"]), "a user with a valid event must have a test event"
+    assert set(test["uid"]) == set(per_user.index[per_user >= 2])
+    assert set(valid["uid"]) == set(per_user.index[per_user >= 3])
     assert not (_pairs(test) | _pairs(valid)) & _pairs(train)
-    every = _interactions(path)
     union = pd.concat(splits.values(), ignore_index=True)
     key = ["uid", "iid", "ts", "rating"]
     pd.testing.assert_frame_equal(
@@ -245,7 +249,7 @@ def test_temporal_split(ray_session, tmp_path: Path) -> None:
     # 50 events with distinct times 1..50 in a scrambled order over 5 users and 50 items
     rows = "\n".join(f"u{k % 5},i{k},3,{(k * 17) % 50 + 1}" for k in range(50))
     result = _prepare_table(
-        tmp_path, "user_id,item_id,rating,timestamp\n" + rows + "\n",
+        tmp_path, _HEADER + rows + "\n",
         "data.split.protocol=temporal", "data.split.valid_fraction=0.2", "data.split.test_fraction=0.2",
     )
     splits = _split_frames(result.path)
@@ -255,7 +259,7 @@ def test_temporal_split(ray_session, tmp_path: Path) -> None:
     assert sorted(pd.concat(splits.values())["ts"]) == list(range(1, 51))
 
 
-RANDOM_GRID = "user_id,item_id,rating,timestamp\n" + "\n".join(
+RANDOM_GRID = _HEADER + "\n".join(
     f"u{u},i{i},{1 + (u * i) % 5},{1000 + 20 * u + i}" for u in range(20) for i in range(20)
 ) + "\n"
 RANDOM = ("data.split.protocol=random", "data.split.valid_fraction=0.1", "data.split.test_fraction=0.2")
@@ -338,25 +342,31 @@ def test_synthetic_content_hash_is_reproducible_and_seeded(tiny_dataset: str, ti
 
 # ----------------------------------------------------------------------------- validation
 
-BAD_CELLS = {  # column -> (CSV with the bad cell on data row 3, canonical column named)
-    "user": ("a,x,5,100\nb,y,4,200\n,z,3,300\nc,x,2,400\n", "user_id"),
-    "rating": ("a,x,5,100\nb,y,4,200\nc,z,four,300\nc,x,2,400\n", "rating"),
-    "timestamp": ("a,x,5,100\nb,y,4,200\nc,z,3,next tuesday\nc,x,2,400\n", "ts"),
+_JSONL_NULL_USER = (
+    '{"user_id": "a", "item_id": "x", "rating": 5, "timestamp": 100}\n'
+    "\n"  # blank lines are skipped but counted: JSON-lines rows are physical lines
+    '{"user_id": null, "item_id": "y", "rating": 4, "timestamp": 200}\n'
+)
+BAD_FILES = {  # case -> (file name, content, row of the bad cell, canonical column named)
+    "csv-user": ("events.csv", _HEADER + "a,x,5,100\nb,y,4,200\n,z,3,300\nc,x,2,400\n", 3, "user_id"),
+    "csv-rating": ("events.csv", _HEADER + "a,x,5,100\nb,y,4,200\nc,z,four,300\nc,x,2,400\n", 3, "rating"),
+    "csv-timestamp": ("events.csv", _HEADER + "a,x,5,100\nb,y,4,200\nc,z,3,next tuesday\nc,x,2,400\n", 3, "ts"),
+    "jsonl-user": ("events.jsonl", _JSONL_NULL_USER, 3, "user_id"),
 }
 
 
-@pytest.mark.parametrize("bad", sorted(BAD_CELLS))
-def test_bad_row_error_names_file_row_column(ray_session, tmp_path: Path, bad: str) -> None:
-    rows, column = BAD_CELLS[bad]
-    cfg = _table_config(tmp_path, "user_id,item_id,rating,timestamp\n" + rows)
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_row_error_names_file_row_column(ray_session, tmp_path: Path, case: str) -> None:
+    name, text, row, column = BAD_FILES[case]
+    cfg = _table_config(tmp_path, text, name=name)
     with pytest.raises(DataValidationError) as info:
         prepare_dataset(cfg, log=_quiet)
     err = info.value
     assert type(err) is DataValidationError  # unwrapped from Ray's task error
     path = cfg.data.source.path
-    assert (err.file, err.row, err.column) == (path, 3, column)
-    assert path in str(err) and "row 3" in str(err) and repr(column) in str(err)
-    assert sorted(os.listdir(tmp_path)) == ["events.csv"], "a failed run must leave no dataset or temporary dir"
+    assert (err.file, err.row, err.column) == (path, row, column)
+    assert path in str(err) and f"row {row}," in str(err) and repr(column) in str(err)
+    assert os.listdir(tmp_path) == [name], "a failed run must leave no dataset or temporary dir"
 
 
 QUARANTINE = """\
@@ -442,7 +452,7 @@ def test_duplicate_error_names_file_and_row(ray_session, tmp_path: Path) -> None
 
 def test_implicit_threshold_drops_low_ratings(ray_session, tmp_path: Path) -> None:
     rows = "".join(f"u{k % 3},i{k},{r},{100 + k}\n" for k, r in enumerate([1, 2, 2.5, 3, 4, 5, 3, 1]))
-    result = _prepare_table(tmp_path, "user_id,item_id,rating,timestamp\n" + rows, "data.preprocess.implicit_threshold=3")
+    result = _prepare_table(tmp_path, _HEADER + rows, "data.preprocess.implicit_threshold=3")
     frame = _original_ids(result.path, _interactions(result.path))
     assert sorted(frame["item_id"]) == ["i3", "i4", "i5", "i6"]
     assert frame["rating"].min() >= 3

@@ -107,8 +107,9 @@ def _to_dense(batch: pd.DataFrame, users: Any, items: Any) -> pd.DataFrame:
 
 
 def _row_uniform(batch: pd.DataFrame, seed: int) -> np.ndarray:
-    """A deterministic uniform [0,1) number per (uid, iid, ts) row, independent of block layout."""
-    h = pd.util.hash_pandas_object(batch[["uid", "iid", "ts"]], index=False, hash_key=f"{seed:016d}"[:16])
+    """A deterministic uniform [0,1) number per (uid, iid, ts) row and seed, independent of block layout."""
+    # The seed is hashed as a column: pandas ignores hash_key for numeric columns.
+    h = pd.util.hash_pandas_object(batch[["uid", "iid", "ts"]].assign(seed=np.int64(seed)), index=False)
     return (h.to_numpy() >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 

@@ -142,6 +142,14 @@ class LLMConfig(Section):
     """Explicit vLLM KV-cache size in bytes (overrides gpu_memory_utilization; on CPU it also skips the warm-up)."""
     enforce_eager: bool = True
     """Run vLLM without graph compilation (fast start-up; compilation pays off only for long jobs)."""
+    vllm_multiprocessing: bool = True
+    """Run vLLM's engine core and worker in their own processes (vLLM's default). False sets
+    VLLM_ENABLE_V1_MULTIPROCESSING=0: the engine runs in the calling process (Ray Data: in the
+    engine-core process, without a separate worker) and starts in seconds instead of a minute on
+    small CPU machines; vLLM then turns torch.set_num_threads into a no-op in that process."""
+    use_gpu: Optional[bool] = None
+    """Run the engines on GPUs; None decides from what is visible (this process, or the Ray cluster for
+    Ray Data and Serve)."""
     engine_kwargs: dict[str, Any] = {}
     """Extra keyword arguments for the vLLM engine (vllm.LLM / engine_kwargs of ray.data.llm and ray.serve.llm)."""
     device: Optional[str] = None

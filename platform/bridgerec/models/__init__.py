@@ -1,11 +1,15 @@
 """Domain models behind the :class:`DomainModel` contract, and their registry."""
 
 from bridgerec.models.base import DomainModel
+from bridgerec.models.lightgcn import LightGCN
 from bridgerec.models.mf import MF
 from bridgerec.models.popularity import Popularity
-from bridgerec.models.registry import build_model, model_names, register_model
+from bridgerec.models.registry import build_model, build_model_for_dataset, dataset_inputs, model_class, model_names, register_model
+from bridgerec.models.sasrec import SASRec
 
 register_model("mf")(MF)
+register_model("lightgcn")(LightGCN)
+register_model("sasrec")(SASRec)
 register_model("popularity")(Popularity)
 
-__all__ = ["DomainModel", "MF", "Popularity", "build_model", "model_names", "register_model"]
+__all__ = ["DomainModel", "LightGCN", "MF", "Popularity", "SASRec", "build_model", "build_model_for_dataset", "dataset_inputs", "model_class", "model_names", "register_model"]

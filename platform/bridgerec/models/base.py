@@ -25,6 +25,8 @@ class DomainModel(nn.Module, abc.ABC):
     dim: int
     n_users: int
     n_items: int
+    needs_sequences: bool = False
+    """True for sequence models: training batches then carry ``seq`` (see :data:`Batch`)."""
 
     @abc.abstractmethod
     def user_embeddings(self) -> torch.Tensor: ...

@@ -12,8 +12,9 @@ from ray.train.torch import TorchTrainer
 
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.models import DomainModel, build_model
-from bridgerec.training.loop import STATE_FILE, train_loop_per_worker, valid_metric_key
+from bridgerec.models import DomainModel, build_model_for_dataset, model_class
+from bridgerec.training.engines import STATE_FILE
+from bridgerec.training.loop import train_loop_per_worker, valid_metric_key
 
 __all__ = ["TrainResult", "train", "load_model_from_checkpoint_dir"]
 
@@ -37,8 +38,26 @@ def steps_per_epoch(n_train: int, workers: int, batch_size: int) -> int:
     return steps
 
 
+def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
+    """Blocks hold every event of their users: ``pos_idx`` = index in the user's (ts, iid) order,
+    the same order as :func:`bridgerec.models.sasrec.histories_from_frame`."""
+    batch = batch.sort_values(["uid", "ts", "iid"], kind="stable")
+    return pd.DataFrame({"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")})
+
+
+def training_stream(cfg: Config, data: DatasetDir):
+    """The train split as a Ray Dataset of (uid, iid[, pos_idx]) for the workers to shard."""
+    ds = data.read_split("train")
+    if not model_class(cfg.model.name).needs_sequences:
+        return ds.select_columns(["uid", "iid"])
+    n = int(data.manifest["counts"]["train"])
+    return ds.select_columns(["uid", "iid", "ts"]).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
+        _with_positions, batch_size=None, batch_format="pandas"
+    )
+
+
 def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str) -> DomainModel:
-    model = build_model(cfg.model, data.n_users, data.n_items, train_pairs=data.pairs("train"))
+    model = build_model_for_dataset(cfg.model, data)
     state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     return model.eval()
@@ -59,7 +78,7 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
             "tracking_uri": tracking_uri,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.train.use_gpu),
-        datasets={"train": data.read_split("train").select_columns(["uid", "iid"])},
+        datasets={"train": training_stream(cfg, data)},
         run_config=RunConfig(
             name=cfg.resolved_run_name(),
             storage_path=cfg.storage_path(),

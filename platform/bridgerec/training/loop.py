@@ -8,6 +8,8 @@ broadcast so all ranks stop together. A restarted run resumes from ``ray.train.g
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import tempfile
@@ -22,19 +24,17 @@ from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.data.sampling import NegativeSampler
 from bridgerec.evaluation import full_ranking, mlflow_metric_name
-from bridgerec.models import DomainModel, build_model
+from bridgerec.models import DomainModel, build_model, dataset_inputs
+from bridgerec.models.sasrec import build_sequences
+from bridgerec.training.engines import STATE_FILE, Engine, build_engine
 
 __all__ = ["train_loop_per_worker", "STATE_FILE", "valid_metric_key"]
 
-STATE_FILE = "state.pt"
+PROGRESS_FILE = "progress.json"
 
 
 def valid_metric_key(cfg: Config) -> str:
     return "valid_" + mlflow_metric_name(cfg.train.select_metric)
-
-
-def _unwrap(model: torch.nn.Module) -> DomainModel:
-    return model.module if hasattr(model, "module") else model  # DDP -> DomainModel
 
 
 def _validate(model: DomainModel, cfg: Config, data: DatasetDir, train_pairs) -> dict[str, float]:
@@ -48,20 +48,24 @@ def _validate(model: DomainModel, cfg: Config, data: DatasetDir, train_pairs) ->
     return {"valid_" + k: v for k, v in res.flat().items() if "/" not in k}
 
 
-def _load_state(model: DomainModel, opt: torch.optim.Optimizer) -> dict:
+def _restore(engine: Engine) -> dict:
+    """Load the latest checkpoint of this run (after a failure or a restart with the same name)."""
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return {"epoch": -1, "best": -math.inf, "bad_epochs": 0}
     with ckpt.as_directory() as d:
-        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optim"])
-    return state["progress"]
+        engine.load(d)
+        with open(os.path.join(d, PROGRESS_FILE)) as fh:
+            return json.load(fh)
 
 
-def _save_checkpoint(model: DomainModel, opt, progress: dict) -> ray.train.Checkpoint:
+def _checkpoint(engine: Engine, progress: dict, rank: int) -> ray.train.Checkpoint:
+    """Every rank writes its part (DeepSpeed shards) into its own dir; Ray merges them."""
     d = tempfile.mkdtemp(prefix="bridgerec-ckpt-")
-    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "progress": progress}, os.path.join(d, STATE_FILE))
+    engine.save(d, rank)
+    if rank == 0:
+        with open(os.path.join(d, PROGRESS_FILE), "w") as fh:
+            json.dump(progress, fh)
     return ray.train.Checkpoint.from_directory(d)
 
 
@@ -96,16 +100,17 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = Config.model_validate(config["cfg"])
     data = DatasetDir(config["dataset_dir"])
     steps = int(config["steps_per_epoch"])
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no per-report INFO lines
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed)
-    train_pairs = data.pairs("train")
-    model = build_model(cfg.model, data.n_users, data.n_items, train_pairs=train_pairs)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    progress = _load_state(model, opt)
+    inputs = dataset_inputs(data)
+    train_pairs = inputs["train_pairs"]
+    engine = build_engine(lambda: build_model(cfg.model, data.n_users, data.n_items, **inputs), cfg.train, world)
+    model = engine.module
+    progress = _restore(engine)
     if progress["epoch"] >= 0 and rank == 0:
-        print(f"[train] resumed from checkpoint after epoch {progress['epoch'] + 1}", flush=True)
-    ddp = ray.train.torch.prepare_model(model)
+        print(f"[train] resumed from the checkpoint of epoch {progress['epoch'] + 1}", flush=True)
     sampler = NegativeSampler(data.n_items, *train_pairs, data.n_users, seed=cfg.train.seed * 7919 + rank * 104729 + progress["epoch"] + 1)
     shard = ray.train.get_dataset_shard("train")
     tracker = _Tracker(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else _Tracker(None, None)
@@ -121,10 +126,10 @@ def train_loop_per_worker(config: dict) -> None:
                 continue  # drain the shard's remainder; every rank runs exactly `steps` steps
             uid = batch["uid"]
             neg = torch.from_numpy(sampler.sample(uid.numpy(), n_neg))
-            loss = ddp({"uid": uid, "pos": batch["iid"], "neg": neg})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step_batch = {"uid": uid, "pos": batch["iid"], "neg": neg}
+            if model.needs_sequences:  # the items before this event, from the time-ordered history
+                step_batch["seq"] = build_sequences(inputs["histories"], uid.numpy(), batch["pos_idx"].numpy(), cfg.model.max_seq_len)
+            loss = engine.step(step_batch)
             total += float(loss.detach())
             step += 1
             if rank == 0 and cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
@@ -132,9 +137,11 @@ def train_loop_per_worker(config: dict) -> None:
         if step < steps:
             raise RuntimeError(f"rank {rank} got {step} full batches, expected {steps}: shards are unequal")
         metrics = {"epoch": epoch + 1, "train_loss": total / max(step, 1), "samples_per_s": world * bs * steps / (time.time() - t0)}
-        ckpt, stop = None, False
+        stop = False
+        full = engine.eval_model()  # collective under ZeRO-3: every rank calls it
         if rank == 0:
-            metrics.update(_validate(_unwrap(ddp), cfg, data, train_pairs))
+            metrics.update(_validate(full, cfg, data, train_pairs))
+        if rank == 0:
             improved = metrics[key] > progress["best"]
             progress = {
                 "epoch": epoch,
@@ -142,11 +149,11 @@ def train_loop_per_worker(config: dict) -> None:
                 "bad_epochs": 0 if improved else progress["bad_epochs"] + 1,
             }
             stop = bool(cfg.train.patience) and progress["bad_epochs"] >= cfg.train.patience
-            ckpt = _save_checkpoint(_unwrap(ddp), opt, progress)
             tracker.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
             print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} loss {metrics['train_loss']:.4f} "
                   f"{key} {metrics[key]:.4f} {metrics['samples_per_s']:.0f} samples/s"
                   + (" (early stop)" if stop else ""), flush=True)
+        ckpt = _checkpoint(engine, progress, rank)
         ray.train.report(metrics, checkpoint=ckpt)
         if _broadcast_flag(stop):
             break

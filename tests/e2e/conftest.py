@@ -1,0 +1,181 @@
+"""Real servers for end-to-end tests: an `mlflow server` process and a `ray start --head` node.
+
+Both run as child processes of the test session, each in its own process group and temp dir,
+on free ports; teardown kills exactly the processes they started (never a machine-wide
+`ray stop`, which would also kill the session's own local Ray and anyone else's).
+
+Ray 2.60 enables token authentication for local clusters. The head started here gets its own
+token through the environment (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN=<random>``); the same
+two variables authenticate ``ray job submit`` / ``ray job status`` (``ray_head["env"]``), and the
+job driver inherits them from the head. ``~/.ray/auth_token`` is neither read nor written.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)  # the venv's bin: `mlflow`, `ray` and the job's `python`
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, headers: dict | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
+    deadline = time.time() + timeout
+    last: Exception | None = None
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+                if r.status == 200:
+                    return
+        except Exception as e:  # noqa: BLE001 - connection refused, 5xx while starting, ...
+            last = e
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s (last error: {last})")
+
+
+def _pids_under(marker: str) -> list[int]:
+    """Processes whose command line mentions ``marker`` (our unique temp dir)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.info["pid"] != os.getpid() and any(marker in a for a in (p.info["cmdline"] or [])):
+                out.append(p.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def stop_group(proc: subprocess.Popen, marker: str | None = None, grace: float = 40) -> None:
+    """SIGTERM the process group of ``proc`` (and processes naming ``marker``), then SIGKILL."""
+    import psutil
+
+    def targets() -> set[int]:
+        pids = set(_pids_under(marker)) if marker else set()
+        try:
+            pgid = os.getpgid(proc.pid)
+            pids |= {p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid}
+        except ProcessLookupError:
+            pass
+        return pids
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        pids = targets()
+        if proc.poll() is None:
+            pids.add(proc.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.time() + wait
+        while time.time() < deadline and (proc.poll() is None or targets()):
+            time.sleep(0.3)
+        if proc.poll() is not None and not targets():
+            return
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """`mlflow server` on a free port with a SQLite store and proxied artifacts.
+
+    Artifacts go through the server (``--artifacts-destination``; new experiments get
+    ``mlflow-artifacts:/`` roots), so a client needs nothing but the http URI. Yields the URI.
+    """
+    d = tempfile.mkdtemp(prefix="brmlf-")
+    port = free_port()
+    log = open(os.path.join(d, "server.log"), "wb")
+    cmd = [
+        os.path.join(BIN, "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{d}/m.db",
+        "--artifacts-destination", f"{d}/art",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", 90, proc)
+    except Exception:
+        stop_group(proc, d)
+        log.close()
+        raise RuntimeError(f"mlflow server did not start:\n{open(os.path.join(d, 'server.log')).read()[-4000:]}")
+    try:
+        yield uri
+    finally:
+        stop_group(proc, d)
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A separate Ray head (``ray start --head --block``) with a dashboard, its own temp dir,
+    free ports and its own auth token. Yields ``{"address": http://127.0.0.1:<dashboard>,
+    "env": environment for `ray job ...` commands, "temp_dir": ...}``."""
+    d = tempfile.mkdtemp(prefix="brray-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    token = secrets.token_hex(32)
+    ports = {name: free_port() for name in ("gcs", "dashboard", "client", "agent_http", "agent_grpc", "runtime_env", "metrics")}
+    env = {
+        **os.environ,
+        "PATH": BIN + os.pathsep + os.environ.get("PATH", ""),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    cmd = [
+        os.path.join(BIN, "ray"), "start", "--head", "--block",
+        f"--port={ports['gcs']}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}", "--include-dashboard=true",
+        f"--ray-client-server-port={ports['client']}",
+        f"--dashboard-agent-listen-port={ports['agent_http']}", f"--dashboard-agent-grpc-port={ports['agent_grpc']}",
+        f"--runtime-env-agent-port={ports['runtime_env']}", f"--metrics-export-port={ports['metrics']}",
+        "--num-cpus=4", f"--object-store-memory={400 * 1024 * 1024}",
+        f"--temp-dir={d}", "--disable-usage-stats",
+    ]
+    log = open(os.path.join(d, "start.log"), "wb")
+    proc = subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard']}"
+    try:
+        # every dashboard route (even /api/version) answers 401 without the token
+        wait_http(f"{address}/api/version", 120, proc, headers={"Authorization": f"Bearer {token}"})
+        wait_http(f"{address}/api/jobs/", 60, proc, headers={"Authorization": f"Bearer {token}"})
+    except Exception:
+        stop_group(proc, d)
+        log.close()
+        raise RuntimeError(f"ray head did not start:\n{open(os.path.join(d, 'start.log')).read()[-4000:]}")
+    try:
+        yield {"address": address, "env": env, "temp_dir": d, "token": token}
+    finally:
+        stop_group(proc, d)
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,162 @@
+"""The registered pyfunc recommender: logged from an MF model, loaded by registry URI (version and
+alias), equal to a numpy top-k reference, and loadable in a separate plain Python process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bridgerec.config import ModelConfig
+from bridgerec.data.dataset import DatasetDir
+from bridgerec.models import build_model
+from bridgerec.tracking import log_pyfunc_model
+from bridgerec.tracking.pyfunc import seen_csr
+
+NAME = "bridgerec-test-mf"
+K = 5
+
+
+@pytest.fixture(scope="module")
+def logged(tiny_dataset, tiny_config, tmp_path_factory):
+    data = DatasetDir(tiny_dataset)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="mf", dim=16, init_std=0.5), data.n_users, data.n_items)
+    uri = f"sqlite:///{tmp_path_factory.mktemp('pyfunc')}/m.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("pyfunc-test")
+        with mlflow.start_run(run_name="pyfunc") as run:
+            info = log_pyfunc_model(model, data, tiny_config, registered_name=NAME, k=K, alias="champion")
+        yield dict(data=data, model=model, uri=uri, info=info, run_id=run.info.run_id)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def loaded(logged):
+    mlflow.set_tracking_uri(logged["uri"])
+    return mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+
+
+def _reference(logged, user_ids: list[str], k: int) -> pd.DataFrame:
+    """Plain numpy: scores = U @ I.T, training items masked, top-k by score."""
+    data, model = logged["data"], logged["model"]
+    users, items = (t.numpy().astype(np.float64) for t in model.export_embeddings())
+    uid_of = dict(zip(data.users()["user_id"].astype(str), data.users()["uid"]))
+    item_tab = data.items()
+    tu, ti = data.pairs("train")
+    rows = []
+    for user in user_ids:
+        u = uid_of[user]
+        s = items @ users[u]
+        s[ti[tu == u]] = -np.inf
+        top = np.argsort(-s, kind="stable")[:k]
+        top = top[np.isfinite(s[top])]
+        for r, i in enumerate(top, 1):
+            rows.append((user, r, item_tab["item_id"][i], item_tab["title"][i], s[i]))
+    return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "title", "score"])
+
+
+def _some_users(logged, n=25) -> list[str]:
+    return logged["data"].users()["user_id"].astype(str).iloc[:: max(1, logged["data"].n_users // n)].tolist()[:n]
+
+
+def _assert_matches(out: pd.DataFrame, ref: pd.DataFrame) -> None:
+    assert list(out.columns) == ["user_id", "rank", "item_id", "title", "score"]
+    assert out[["user_id", "rank", "item_id", "title"]].astype(str).values.tolist() == ref[["user_id", "rank", "item_id", "title"]].astype(str).values.tolist()
+    np.testing.assert_allclose(out["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_registered_and_aliased(logged):
+    info = logged["info"]
+    assert info.registered_model_version == 1
+    client = mlflow.MlflowClient(logged["uri"])
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    assert client.get_model_version(NAME, "1").run_id == logged["run_id"]
+
+
+def test_predict_equals_numpy_reference(logged, loaded):
+    users = _some_users(logged)
+    out = loaded.predict(pd.DataFrame({"user_id": users}))
+    _assert_matches(out, _reference(logged, users, K))
+    assert out.groupby("user_id").size().max() == K
+
+
+def test_training_items_excluded(logged, loaded):
+    data = logged["data"]
+    users = data.users()["user_id"].astype(str).tolist()
+    out = loaded.predict(pd.DataFrame({"user_id": users, "k": [20] * len(users)}))
+    uid_of = dict(zip(users, data.users()["uid"]))
+    iid_of = dict(zip(data.items()["item_id"].astype(str), data.items()["iid"]))
+    indptr, indices = seen_csr(*data.pairs("train"), n_users=data.n_users)
+    for user, group in out.groupby("user_id"):
+        u = uid_of[user]
+        seen = set(indices[indptr[u] : indptr[u + 1]].tolist())
+        assert not seen & {iid_of[i] for i in group["item_id"]}
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        assert (np.diff(group["score"].to_numpy()) <= 0).all()
+
+
+def test_per_row_k_and_alias_uri(logged, loaded):
+    users = _some_users(logged, 3)
+    out = loaded.predict(pd.DataFrame({"user_id": users, "k": np.array([1, 3, 7], dtype=np.int64)}))
+    assert out.groupby("user_id", sort=False).size().tolist() == [1, 3, 7]
+    by_alias = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    _assert_matches(by_alias.predict(pd.DataFrame({"user_id": users, "k": np.array([1, 3, 7], dtype=np.int64)})), out)
+
+
+def test_signature(loaded):
+    sig = loaded.metadata.signature
+    inputs = {c.name: c for c in sig.inputs.inputs}
+    assert inputs["user_id"].type.name == "string" and inputs["user_id"].required
+    assert inputs["k"].type.name == "long" and not inputs["k"].required
+    assert sig.outputs.input_names() == ["user_id", "rank", "item_id", "title", "score"]
+
+
+def test_unknown_users_error_names_them(loaded, logged):
+    users = _some_users(logged, 1) + ["nobody-1", "nobody-2"]
+    with pytest.raises(ValueError, match="unknown user_id.*'nobody-1', 'nobody-2'"):
+        loaded.predict(pd.DataFrame({"user_id": users}))
+
+
+def test_unknown_users_popularity_fallback(logged):
+    mlflow.set_tracking_uri(logged["uri"])
+    m = mlflow.pyfunc.load_model(f"models:/{NAME}/1", model_config={"unknown_user": "popular"})
+    out = m.predict(pd.DataFrame({"user_id": ["nobody"], "k": np.array([4], dtype=np.int64)}))
+    data = logged["data"]
+    counts = np.bincount(data.pairs("train")[1], minlength=data.n_items)
+    expected = np.lexsort((np.arange(data.n_items), -counts))[:4]
+    assert out["item_id"].tolist() == data.items()["item_id"].astype(str)[expected].tolist()
+    assert out["score"].tolist() == counts[expected].astype(float).tolist()
+
+
+def test_loads_and_predicts_in_plain_subprocess(logged, loaded, tmp_path):
+    users = _some_users(logged, 4)
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import mlflow, pandas as pd
+        m = mlflow.pyfunc.load_model("models:/{NAME}@champion")
+        out = m.predict(pd.DataFrame({{"user_id": {users!r}}}))
+        heavy = sorted(n for n in ("torch", "ray", "bridgerec") if n in sys.modules)
+        print(json.dumps({{"heavy": heavy, "rows": out.astype({{"score": float}}).values.tolist()}}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    env["MLFLOW_TRACKING_URI"] = logged["uri"]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], f"loading pulled in {result['heavy']}"
+    got = pd.DataFrame(result["rows"], columns=["user_id", "rank", "item_id", "title", "score"])
+    _assert_matches(got, loaded.predict(pd.DataFrame({"user_id": users})))
