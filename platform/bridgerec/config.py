@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 
 from bridgerec._config_base import Section
 from bridgerec.llm.config import AugmentConfig, EncoderConfig, LLMConfig
+from bridgerec.methods.config import MethodConfig
 
 __all__ = [
     "Config",
@@ -282,11 +283,14 @@ class Config(_Section):
     work_dir: str = "bridgerec_work"
     """Root for datasets, MLflow store and Ray results (relative paths are from the cwd)."""
     run_name: Optional[str] = None
-    """Name of the run in Ray Train and MLflow; default <model>-<data name>."""
+    """Name of the run in Ray Train and MLflow; default <model>-<data name>-<UTC time>. Starting a
+    run with the name of an interrupted one resumes it from its latest checkpoint."""
     data: DataConfig = DataConfig()
     """Data source, preprocessing and splits."""
     model: ModelConfig = ModelConfig()
     """Domain model."""
+    method: MethodConfig = MethodConfig()
+    """Method plugin (base, rlmrec-con, rlmrec-gen, darec, ...) and its loss weights."""
     train: TrainConfig = TrainConfig()
     """Ray Train settings."""
     eval: EvalConfig = EvalConfig()
@@ -318,7 +322,11 @@ class Config(_Section):
         return self.train.storage_path or str(Path(self.work_dir).resolve() / "ray_results")
 
     def resolved_run_name(self) -> str:
-        return self.run_name or f"{self.model.name}-{self.data.name}"
+        if not self.run_name:  # fixed once, so the trainer and MLflow see the same name
+            import time
+
+            self.run_name = f"{self.model.name}-{self.data.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        return self.run_name
 
 
 # --------------------------------------------------------------------------------------- loading

@@ -65,33 +65,69 @@ def _pids_under(marker: str) -> list[int]:
     return out
 
 
-def stop_group(proc: subprocess.Popen, marker: str | None = None, grace: float = 40) -> None:
-    """SIGTERM the process group of ``proc`` (and processes naming ``marker``), then SIGKILL."""
+def stop_group(proc: subprocess.Popen, marker: str | None = None, grace: float = 30) -> None:
+    """Stop ``proc`` and everything it started: SIGTERM ``proc`` (it cleans up its children),
+    then SIGTERM / SIGKILL whatever is left in its process group or names ``marker``."""
     import psutil
 
-    def targets() -> set[int]:
+    def leftovers() -> set[int]:
         pids = set(_pids_under(marker)) if marker else set()
-        try:
-            pgid = os.getpgid(proc.pid)
-            pids |= {p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid}
-        except ProcessLookupError:
-            pass
+        pgid = proc.pid  # start_new_session=True: the group id is the leader's pid (and outlives it)
+        pids |= {p.pid for p in psutil.process_iter() if _pgid(p.pid) == pgid}
+        pids.discard(os.getpid())
         return pids
 
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-        pids = targets()
-        if proc.poll() is None:
-            pids.add(proc.pid)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        pids = leftovers() | ({proc.pid} if proc.poll() is None else set())
+        if not pids:
+            return
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.time() + wait
-        while time.time() < deadline and (proc.poll() is None or targets()):
+        while time.time() < deadline and (proc.poll() is None or leftovers()):
             time.sleep(0.3)
-        if proc.poll() is not None and not targets():
+
+
+def remove_dir(d: str) -> None:
+    """rmtree, retried: a process that just died may still have been writing into ``d``."""
+    for _ in range(5):
+        shutil.rmtree(d, ignore_errors=True)
+        if not os.path.exists(d):
             return
+        time.sleep(1)
+
+
+def _tail(path: str, n: int = 4000) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()[-n:]
+    except OSError as e:
+        return str(e)
+
+
+def _stop_jobs(address: str, token: str) -> None:
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+        running = [j.submission_id for j in client.list_jobs() if j.submission_id and not j.status.is_terminal()]
+        for sid in running:
+            client.stop_job(sid)
+        deadline = time.time() + 20
+        while running and time.time() < deadline:
+            running = [s for s in running if not client.get_job_status(s).is_terminal()]
+            time.sleep(1)
+    except Exception:  # noqa: BLE001 - best effort; the head is stopped next anyway
+        pass
 
 
 def _pgid(pid: int) -> int | None:
@@ -123,16 +159,18 @@ def mlflow_server():
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{uri}/health", 90, proc)
-    except Exception:
+    except Exception as e:
         stop_group(proc, d)
         log.close()
-        raise RuntimeError(f"mlflow server did not start:\n{open(os.path.join(d, 'server.log')).read()[-4000:]}")
+        text = _tail(os.path.join(d, "server.log"))
+        remove_dir(d)
+        raise RuntimeError(f"mlflow server did not start ({e}):\n{text}") from None
     try:
         yield uri
     finally:
         stop_group(proc, d)
         log.close()
-        shutil.rmtree(d, ignore_errors=True)
+        remove_dir(d)
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +187,7 @@ def ray_head():
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # `--block` drains 30 s on SIGTERM otherwise
     }
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
@@ -169,13 +208,16 @@ def ray_head():
         # every dashboard route (even /api/version) answers 401 without the token
         wait_http(f"{address}/api/version", 120, proc, headers={"Authorization": f"Bearer {token}"})
         wait_http(f"{address}/api/jobs/", 60, proc, headers={"Authorization": f"Bearer {token}"})
-    except Exception:
+    except Exception as e:
         stop_group(proc, d)
         log.close()
-        raise RuntimeError(f"ray head did not start:\n{open(os.path.join(d, 'start.log')).read()[-4000:]}")
+        text = _tail(os.path.join(d, "start.log"))
+        remove_dir(d)
+        raise RuntimeError(f"ray head did not start ({e}):\n{text}") from None
     try:
         yield {"address": address, "env": env, "temp_dir": d, "token": token}
     finally:
+        _stop_jobs(address, token)  # drivers run in their own sessions; stop them through the API
         stop_group(proc, d)
         log.close()
-        shutil.rmtree(d, ignore_errors=True)
+        remove_dir(d)

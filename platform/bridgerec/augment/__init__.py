@@ -12,6 +12,7 @@ Each writes Parquet with provenance columns to ``<dataset_dir>/augment/<stage>/<
 a content hash of its inputs, resumable shard by shard. :func:`run_augmentations` runs them.
 """
 
+from bridgerec.augment.catalog import Catalog
 from bridgerec.augment.base import (
     PROVENANCE_COLUMNS,
     STAGES,
@@ -39,6 +40,7 @@ __all__ = [
     "Stage",
     "StageResult",
     "AugmentContext",
+    "Catalog",
     "register_stage",
     "PROVENANCE_COLUMNS",
     "ProfilesStage",

@@ -91,7 +91,7 @@ class AugmentContext:
 
     @cached_property
     def catalog(self):
-        from bridgerec.augment._catalog import Catalog
+        from bridgerec.augment.catalog import Catalog
 
         return Catalog.from_dataset(self.dataset)
 

@@ -1,7 +1,9 @@
 """Backbones: the `tiny` default built from config, or any Hugging Face causal LM by path / hub id.
 
 The tiny backbone is a small Llama whose byte-level BPE tokenizer is trained on the dataset's
-text (item titles and descriptions, user texts) plus the fixed words of the prompt templates. It
+text (item titles and descriptions, user texts) plus the fixed words of the prompt templates; a
+short language-model warm-up on the same text (``llm.tiny.warmup_steps``) makes its generations
+read like item text rather than one repeated token. It
 is saved as an ordinary Hugging Face directory (``config.json``, ``model.safetensors``,
 ``tokenizer.json``), so transformers, vLLM and ray.data.llm / ray.serve.llm all load it like any
 other checkpoint. Its directory name is a hash of the dataset's content hash and the tiny config,
@@ -97,8 +99,34 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
     return fast
 
 
+def _warm_up(model, tokenizer, texts: list[str], tiny: TinyModelConfig) -> None:
+    """A few causal-LM steps on the dataset text (blocks of ``warmup_seq_len`` tokens)."""
+    import torch
+
+    if tiny.warmup_steps <= 0 or not texts:
+        return
+    ids: list[int] = []
+    for t in texts:
+        ids += tokenizer(t, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
+    n = len(ids) // tiny.warmup_seq_len
+    if n == 0:
+        return
+    blocks = torch.tensor(ids[: n * tiny.warmup_seq_len]).view(n, tiny.warmup_seq_len)  # (N, T)
+    gen = torch.Generator().manual_seed(tiny.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=tiny.warmup_lr, weight_decay=0.0)
+    model.train()
+    for _ in range(tiny.warmup_steps):
+        batch = blocks[torch.randint(0, n, (tiny.warmup_batch_size,), generator=gen)]  # (B, T)
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
 def build_tiny_backbone(texts: list[str], tiny: TinyModelConfig, out_dir: str) -> str:
-    """Train the tokenizer on ``texts``, build a random-init tiny Llama, save both to ``out_dir``.
+    """Train the tokenizer on ``texts``, build a tiny Llama (random init + a short LM warm-up on
+    ``texts``), save both to ``out_dir``.
 
     Written to a temporary directory and renamed, so a crash never leaves a half-written model.
     """
@@ -107,7 +135,8 @@ def build_tiny_backbone(texts: list[str], tiny: TinyModelConfig, out_dir: str) -
 
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = _train_tokenizer(list(texts) + template_corpus(), tiny.vocab_size)
+    texts = list(texts)
+    tokenizer = _train_tokenizer(texts + template_corpus(), tiny.vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=tiny.hidden_size,
@@ -124,6 +153,7 @@ def build_tiny_backbone(texts: list[str], tiny: TinyModelConfig, out_dir: str) -
     )
     torch.manual_seed(tiny.seed)
     model = LlamaForCausalLM(config)
+    _warm_up(model, tokenizer, texts, tiny)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(tmp)

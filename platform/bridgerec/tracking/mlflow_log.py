@@ -88,16 +88,15 @@ def log_eval(result: EvalResult, prefix: str = "test_") -> dict[str, float]:
 
 
 def log_model_artifacts(model, data: DatasetDir, cfg: Config, artifact_path: str = "model") -> None:
-    """Weights, final user/item embeddings, id maps and config under ``artifact_path``."""
+    """Weights, the method's serving files (final user/item embeddings), id maps and config
+    under ``artifact_path``; ``model`` is a :class:`~bridgerec.methods.Method`."""
     import mlflow
     import torch
 
     d = tempfile.mkdtemp(prefix="bridgerec-artifacts-")
     try:
         torch.save(model.state_dict(), os.path.join(d, "weights.pt"))
-        users, items = model.export_embeddings()
-        np.save(os.path.join(d, "user_embeddings.npy"), users.numpy())
-        np.save(os.path.join(d, "item_embeddings.npy"), items.numpy())
+        model.export_artifacts(d)  # the method's serving files: final user/item embeddings, ...
         data.users()[["uid", "user_id"]].to_parquet(os.path.join(d, "user_ids.parquet"), index=False)
         data.items()[["iid", "item_id", "title"]].to_parquet(os.path.join(d, "item_ids.parquet"), index=False)
         with open(os.path.join(d, "config.yaml"), "w") as fh:

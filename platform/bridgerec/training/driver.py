@@ -12,16 +12,18 @@ from ray.train.torch import TorchTrainer
 
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.models import DomainModel, build_model_for_dataset, model_class
+from bridgerec.methods import Method, build_method
+from bridgerec.methods.inputs import load_method_inputs
+from bridgerec.models import build_model_for_dataset, model_class
 from bridgerec.training.engines import STATE_FILE
 from bridgerec.training.loop import train_loop_per_worker, valid_metric_key
 
-__all__ = ["TrainResult", "train", "load_model_from_checkpoint_dir"]
+__all__ = ["TrainResult", "train", "build_method_for_dataset", "load_model_from_checkpoint_dir"]
 
 
 @dataclass
 class TrainResult:
-    model: DomainModel
+    model: Method
     best_metrics: dict
     history: list[dict] = field(default_factory=list)
     path: str = ""
@@ -56,8 +58,13 @@ def training_stream(cfg: Config, data: DatasetDir):
     )
 
 
-def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str) -> DomainModel:
-    model = build_model_for_dataset(cfg.model, data)
+def build_method_for_dataset(cfg: Config, data: DatasetDir) -> Method:
+    """The method (with its domain model) as the training loop builds it, for loading weights."""
+    return build_method(cfg, build_model_for_dataset(cfg.model, data), load_method_inputs(cfg, data))
+
+
+def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str) -> Method:
+    model = build_method_for_dataset(cfg, data)
     state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     return model.eval()

@@ -8,7 +8,8 @@ Two implementations behind one small interface, picked by ``train.strategy``:
 
 Both are driven the same way by :mod:`bridgerec.training.loop`::
 
-    loss = engine.step(batch)            # forward, backward, optimizer step (at accumulation boundaries)
+    losses = engine.step(batch)          # {name: value}; forward, backward of the weighted sum,
+                                         # optimizer step at accumulation boundaries
     model = engine.eval_model()          # every rank calls (a collective under ZeRO-3); a plain
                                          # module with the full weights, safe to call on rank 0 only
     engine.save(dir, rank); engine.load(dir)   # every rank; DeepSpeed writes its own sharded files
@@ -23,7 +24,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from bridgerec.config import TrainConfig
-from bridgerec.models import DomainModel
+from bridgerec.methods.base import Method, weighted_sum
 
 __all__ = ["Engine", "DDPEngine", "DeepSpeedEngine", "build_engine", "deepspeed_config", "resolve_precision"]
 
@@ -31,11 +32,11 @@ STATE_FILE = "state.pt"
 
 
 class Engine(Protocol):
-    module: DomainModel
+    module: Method
 
-    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
-    def eval_model(self) -> DomainModel: ...
+    def eval_model(self) -> Method: ...
 
     def save(self, directory: str, rank: int) -> None: ...
 
@@ -61,25 +62,26 @@ def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 class DDPEngine:
     """DistributedDataParallel through Ray Train; gradient accumulation by loss scaling."""
 
-    def __init__(self, model: DomainModel, cfg: TrainConfig):
+    def __init__(self, model: Method, cfg: TrainConfig, weights: dict[str, float]):
         import ray.train.torch
 
         self.module = model
+        self.weights = weights
         self.opt = _optimizer(model.parameters(), cfg)
         self.accum = cfg.grad_accum_steps
         self._n = 0
         self.wrapped = ray.train.torch.prepare_model(model)
 
-    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = self.wrapped(batch)  # through the wrapper so DDP's gradient hooks fire
-        (loss / self.accum).backward()
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = self.wrapped(batch)  # through the wrapper so DDP's gradient hooks fire
+        (weighted_sum(losses, self.weights) / self.accum).backward()
         self._n += 1
         if self._n % self.accum == 0:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return {k: v.detach() for k, v in losses.items()}
 
-    def eval_model(self) -> DomainModel:
+    def eval_model(self) -> Method:
         return self.module
 
     def save(self, directory: str, rank: int) -> None:
@@ -127,23 +129,24 @@ class DeepSpeedEngine:
 
     TAG = "ds"
 
-    def __init__(self, model: DomainModel, cfg: TrainConfig, world_size: int, factory: Callable[[], DomainModel]):
+    def __init__(self, model: Method, cfg: TrainConfig, world_size: int, factory: Callable[[], Method], weights: dict[str, float]):
         import deepspeed
 
         self.module = model
+        self.weights = weights
         self._factory = factory
-        self._plain: DomainModel | None = None
+        self._plain: Method | None = None
         self.conf = deepspeed_config(cfg, world_size)
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=self.conf)
         self.zero3 = self.conf.get("zero_optimization", {}).get("stage", 0) == 3
 
-    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = self.engine(batch)
-        self.engine.backward(loss)
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = self.engine(batch)
+        self.engine.backward(weighted_sum(losses, self.weights))
         self.engine.step()  # DeepSpeed steps the optimizer at accumulation boundaries
-        return loss.detach()
+        return {k: v.detach() for k, v in losses.items()}
 
-    def eval_model(self) -> DomainModel:
+    def eval_model(self) -> Method:
         """Under ZeRO-3 the module's sub-modules carry gather hooks: calling them on one rank
         desynchronises the ranks' collectives (a hang), so the full weights are gathered (every
         rank) into a plain copy of the model that rank 0 can use freely."""
@@ -168,9 +171,10 @@ class DeepSpeedEngine:
         self.engine.load_checkpoint(directory, tag=self.TAG)
 
 
-def build_engine(factory: Callable[[], DomainModel], cfg: TrainConfig, world_size: int) -> Engine:
-    """``factory`` builds the (identically initialised) model; DeepSpeed may call it again."""
+def build_engine(factory: Callable[[], Method], cfg: TrainConfig, world_size: int, weights: dict[str, float]) -> Engine:
+    """``factory`` builds the (identically initialised) method; DeepSpeed may call it again.
+    ``weights`` weigh the method's named losses (missing names weigh 1)."""
     model = factory()
     if cfg.strategy == "deepspeed":
-        return DeepSpeedEngine(model, cfg, world_size, factory)
-    return DDPEngine(model, cfg)
+        return DeepSpeedEngine(model, cfg, world_size, factory, weights)
+    return DDPEngine(model, cfg, weights)

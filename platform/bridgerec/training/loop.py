@@ -24,7 +24,9 @@ from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.data.sampling import NegativeSampler
 from bridgerec.evaluation import full_ranking, mlflow_metric_name
-from bridgerec.models import DomainModel, build_model, dataset_inputs
+from bridgerec.methods import Method, build_method
+from bridgerec.methods.inputs import load_method_inputs
+from bridgerec.models import build_model, dataset_inputs
 from bridgerec.models.sasrec import build_sequences
 from bridgerec.training.engines import STATE_FILE, Engine, build_engine
 
@@ -37,7 +39,7 @@ def valid_metric_key(cfg: Config) -> str:
     return "valid_" + mlflow_metric_name(cfg.train.select_metric)
 
 
-def _validate(model: DomainModel, cfg: Config, data: DatasetDir, train_pairs) -> dict[str, float]:
+def _validate(model: Method, cfg: Config, data: DatasetDir, train_pairs) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         res = full_ranking(
@@ -106,7 +108,11 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.train.seed)
     inputs = dataset_inputs(data)
     train_pairs = inputs["train_pairs"]
-    engine = build_engine(lambda: build_model(cfg.model, data.n_users, data.n_items, **inputs), cfg.train, world)
+    extra = load_method_inputs(cfg, data)
+    engine = build_engine(
+        lambda: build_method(cfg, build_model(cfg.model, data.n_users, data.n_items, **inputs), extra),
+        cfg.train, world, cfg.method.loss_weights,
+    )
     model = engine.module
     progress = _restore(engine)
     if progress["epoch"] >= 0 and rank == 0:
@@ -119,7 +125,7 @@ def train_loop_per_worker(config: dict) -> None:
     t_start, first_epoch = time.time(), progress["epoch"] + 1
 
     for epoch in range(first_epoch, cfg.train.epochs):
-        t0, total, step = time.time(), 0.0, 0
+        t0, total, step, parts = time.time(), 0.0, 0, {}
         batches = shard.iter_torch_batches(batch_size=bs, drop_last=True, local_shuffle_buffer_size=4 * bs, dtypes=torch.int64)
         for batch in batches:
             if step >= steps:
@@ -129,14 +135,22 @@ def train_loop_per_worker(config: dict) -> None:
             step_batch = {"uid": uid, "pos": batch["iid"], "neg": neg}
             if model.needs_sequences:  # the items before this event, from the time-ordered history
                 step_batch["seq"] = build_sequences(inputs["histories"], uid.numpy(), batch["pos_idx"].numpy(), cfg.model.max_seq_len)
-            loss = engine.step(step_batch)
-            total += float(loss.detach())
+            losses = engine.step(step_batch)
+            for name, value in losses.items():
+                parts[name] = parts.get(name, 0.0) + float(value)
+            total += float(sum(cfg.method.loss_weights.get(k, 1.0) * v for k, v in losses.items()))
             step += 1
             if rank == 0 and cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
                 _print_progress(epoch, first_epoch, cfg.train.epochs, step, steps, total / step, world * bs * step / (time.time() - t0), t_start, time.time())
         if step < steps:
             raise RuntimeError(f"rank {rank} got {step} full batches, expected {steps}: shards are unequal")
-        metrics = {"epoch": epoch + 1, "train_loss": total / max(step, 1), "samples_per_s": world * bs * steps / (time.time() - t0)}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(step, 1),
+            "samples_per_s": world * bs * steps / (time.time() - t0),
+            "attempt_first_epoch": first_epoch + 1,  # > 1 when this attempt resumed from a checkpoint
+            **{f"loss_{k}": v / max(step, 1) for k, v in parts.items()},
+        }
         stop = False
         full = engine.eval_model()  # collective under ZeRO-3: every rank calls it
         if rank == 0:

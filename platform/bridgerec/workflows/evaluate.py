@@ -10,7 +10,7 @@ import torch
 from bridgerec.config import Config, load_config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
-from bridgerec.models import build_model_for_dataset
+from bridgerec.training.driver import build_method_for_dataset
 
 __all__ = ["evaluate_run"]
 
@@ -29,7 +29,7 @@ def evaluate_run(run_id: str, split: str = "test", tracking_uri: str | None = No
     if run.data.tags.get("dataset.content_hash") not in (None, data.content_hash):
         raise ValueError(f"dataset at {data.path} has hash {data.content_hash[:12]}, the run was trained on "
                          f"{run.data.tags['dataset.content_hash'][:12]}")
-    model = build_model_for_dataset(cfg.model, data)
+    model = build_method_for_dataset(cfg, data)
     model.load_state_dict(torch.load(os.path.join(local, "weights.pt"), map_location="cpu"))
     model.eval()
     return cfg, evaluate_split(model.full_scores, data, cfg.eval, split)

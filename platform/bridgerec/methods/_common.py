@@ -1,0 +1,53 @@
+"""Pieces the alignment methods share: the semantic tables, batch entities, DDP and ZeRO guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from bridgerec.models.base import Batch, DomainModel
+
+__all__ = ["SemanticTables", "batch_entities", "ddp_ignored_names", "reject_zero3"]
+
+
+class SemanticTables(nn.Module):
+    """The fixed LLM-side rows ``user`` (U, ds) and ``item`` (I, ds) as non-persistent buffers:
+    they move with ``.to()`` but are inputs, not weights (never checkpointed, never trained)."""
+
+    def __init__(self, domain: DomainModel, inputs: dict[str, np.ndarray]):
+        super().__init__()
+        user, item = np.asarray(inputs["user_semantic"], np.float32), np.asarray(inputs["item_semantic"], np.float32)
+        if user.shape[0] != domain.n_users or item.shape[0] != domain.n_items or user.shape[1] != item.shape[1]:
+            raise ValueError(f"semantic embeddings {user.shape} / {item.shape} do not fit {domain.n_users} users / "
+                             f"{domain.n_items} items with one width")
+        self.dim = int(user.shape[1])
+        self.register_buffer("user", torch.from_numpy(user), persistent=False)
+        self.register_buffer("item", torch.from_numpy(item), persistent=False)
+
+    # Constants identical on every rank: DDP must not broadcast them before each forward.
+    _ddp_params_and_buffers_to_ignore = ["user", "item"]
+
+
+def batch_entities(batch: Batch, with_negatives: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distinct users (n_u,), distinct items (n_i,)) of a batch: ``uid``; ``pos`` (and ``neg``)."""
+    items = torch.cat([batch["pos"], batch["neg"].reshape(-1)]) if with_negatives else batch["pos"]
+    return torch.unique(batch["uid"]), torch.unique(items)
+
+
+def ddp_ignored_names(root: nn.Module) -> list[str]:
+    """Every submodule's ``_ddp_params_and_buffers_to_ignore``, as names relative to ``root``.
+
+    DDP reads the list only on the module it wraps (the method), so the domain model's own list
+    (e.g. LightGCN's ``adj``) must be repeated there with its prefix (``domain.adj``)."""
+    return [f"{prefix}.{name}" for prefix, module in root.named_modules() if module is not root
+            for name in getattr(module, "_ddp_params_and_buffers_to_ignore", ())]
+
+
+def reject_zero3(cfg, method: str) -> None:
+    """The alignment losses read the domain model's embeddings outside its own ``forward``;
+    ZeRO-3 gathers a module's parameters only inside it, so these methods need ZeRO <= 2."""
+    train = getattr(cfg, "train", None)
+    if train is not None and train.strategy == "deepspeed" and train.zero_stage == 3:
+        raise ValueError(f"method {method!r} reads the domain model's embeddings outside its forward, which ZeRO-3 "
+                         "does not gather; use train.zero_stage <= 2 or train.strategy=ddp")

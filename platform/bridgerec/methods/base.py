@@ -1,0 +1,70 @@
+"""The Method contract: a trainable wrapper around a domain model.
+
+A method builds its extra modules from config, returns a dict of *named* losses for a batch (the
+trainer sums them with ``method.loss_weights``), declares the augmentations it needs (their outputs
+arrive as arrays in ``inputs``), scores users for evaluation, and exports its serving artifacts
+(final user/item embeddings whose inner product is the score, plus any extra files).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from bridgerec.models.base import Batch, DomainModel
+
+__all__ = ["Method", "weighted_sum"]
+
+
+class Method(nn.Module, abc.ABC):
+    """``forward(batch) -> {loss name: scalar}``; ``full_scores(uids) -> (B, I)``."""
+
+    name: ClassVar[str]
+    required_augmentations: ClassVar[tuple[str, ...]] = ()
+    """Augmentation outputs this method reads (keys of ``inputs``), e.g. ``item_text_emb``."""
+
+    def __init__(self, cfg: Any, domain: DomainModel, inputs: dict[str, np.ndarray]):
+        super().__init__()
+        self.cfg = cfg
+        self.domain = domain
+        missing = [k for k in self.required_augmentations if k not in inputs]
+        if missing:
+            raise ValueError(f"method {self.name!r} needs augmentation outputs {missing}; run `bridgerec augment` first")
+
+    @property
+    def needs_sequences(self) -> bool:
+        return self.domain.needs_sequences
+
+    @abc.abstractmethod
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]: ...
+
+    def user_embeddings(self) -> torch.Tensor:
+        return self.domain.user_embeddings()
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.domain.item_embeddings()
+
+    def full_scores(self, uids: torch.Tensor) -> torch.Tensor:
+        """(B, I) scores used for evaluation and serving."""
+        return self.user_embeddings()[uids] @ self.item_embeddings().T
+
+    @torch.no_grad()
+    def export_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, d), (I, d) detached CPU embeddings; their inner product equals :meth:`full_scores`."""
+        return self.user_embeddings().detach().cpu(), self.item_embeddings().detach().cpu()
+
+    def export_artifacts(self, directory: str) -> None:
+        """Write the serving bundle's method-specific files (default: embeddings only)."""
+        users, items = self.export_embeddings()
+        np.save(os.path.join(directory, "user_embeddings.npy"), users.numpy())
+        np.save(os.path.join(directory, "item_embeddings.npy"), items.numpy())
+
+
+def weighted_sum(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Sum of named losses; a name missing from ``weights`` has weight 1."""
+    return sum(weights.get(name, 1.0) * value for name, value in losses.items())
