@@ -270,6 +270,12 @@ class TrackingConfig(_Section):
     """MLflow experiment name."""
     enabled: bool = True
     """Log to MLflow at all."""
+    registered_model: Optional[str] = None
+    """Register the pyfunc recommender under this name in the model registry; None logs it unregistered."""
+    alias: Optional[str] = "champion"
+    """Alias set on the new registered version (models:/<name>@<alias>)."""
+    recommend_k: int = 10
+    """Default k of the logged pyfunc recommender."""
 
 
 class RayConfig(_Section):

@@ -62,6 +62,7 @@ def test_submitted_train_job_logs_to_mlflow_server(ray_head, mlflow_server, tmp_
         f"work_dir={tmp_path}/work",
         f"tracking.uri={mlflow_server}",
         "run_name=submitted",
+        "tracking.registered_model=submitted-mf",
     ]
     submit = _ray(
         ["job", "submit", "--address", ray_head["address"], "--submission-id", sid, "--no-wait",
@@ -101,6 +102,14 @@ def test_submitted_train_job_logs_to_mlflow_server(ray_head, mlflow_server, tmp_
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     arts = {a.path for a in mc.list_artifacts(run.info.run_id, "model")}
     assert {"model/weights.pt", "model/item_embeddings.npy", "model/user_ids.parquet"} <= arts
+
+    # the job registered its recommender; it loads by alias and recommends
+    version = mc.get_model_version_by_alias("submitted-mf", "champion")
+    assert version.run_id == run.info.run_id
+    mlflow.set_tracking_uri(mlflow_server)
+    users = pd.read_parquet(os.path.join(str(tmp_path), "work", "datasets", "synthetic-tiny", "users"))
+    out = mlflow.pyfunc.load_model("models:/submitted-mf@champion").predict(pd.DataFrame({"user_id": [users["user_id"].iloc[0]]}))
+    assert len(out) == 10 and out["rank"].tolist() == list(range(1, 11))
 
 
 def test_pyfunc_registered_over_http(mlflow_server, tiny_dataset, tiny_config, tmp_path):

@@ -160,3 +160,39 @@ def test_loads_and_predicts_in_plain_subprocess(logged, loaded, tmp_path):
     assert result["heavy"] == [], f"loading pulled in {result['heavy']}"
     got = pd.DataFrame(result["rows"], columns=["user_id", "rank", "item_id", "title", "score"])
     _assert_matches(got, loaded.predict(pd.DataFrame({"user_id": users})))
+
+
+def test_topk_chunked_matches_bruteforce(tmp_path, monkeypatch):
+    """The class itself (no MLflow store): chunked scoring, seen-item masking and short lists."""
+    from types import SimpleNamespace
+
+    import bridgerec.tracking.pyfunc as pf
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 37, 23, 4
+    users, items = rng.normal(size=(n_users, d)).astype(np.float32), rng.normal(size=(n_items, d)).astype(np.float32)
+    tu = np.repeat(np.arange(n_users), 3)
+    ti = rng.integers(0, n_items, size=len(tu))
+    tu, ti = np.append(tu, [5] * (n_items - 2)), np.append(ti, np.arange(n_items - 2))  # user 5: < k unseen items left
+    paths = {key: str(tmp_path / f) for key, f in pf.ARTIFACT_FILES.items()}
+    np.save(paths["user_embeddings"], users)
+    np.save(paths["item_embeddings"], items)
+    pd.DataFrame({"uid": np.arange(n_users), "user_id": [f"u{i}" for i in range(n_users)]}).to_parquet(paths["user_ids"])
+    pd.DataFrame({"iid": np.arange(n_items), "item_id": [f"i{i}" for i in range(n_items)], "title": [f"t{i}" for i in range(n_items)]}).to_parquet(paths["item_ids"])
+    indptr, indices = pf.seen_csr(tu, ti, n_users)
+    np.savez(paths["seen"], indptr=indptr, indices=indices)
+    monkeypatch.setattr(pf, "_CHUNK_FLOATS", 2 * n_items)  # 2 users per matrix product
+    m = pf.TopKRecommender()
+    m.load_context(SimpleNamespace(artifacts=paths, model_config={"k": 4}))
+    out = m.predict(None, pd.DataFrame({"user_id": [f"u{i}" for i in range(n_users)]}))
+    for u in range(n_users):
+        s = items @ users[u]
+        s[ti[tu == u]] = -np.inf
+        top = [i for i in np.argsort(-s, kind="stable")[:4] if np.isfinite(s[i])]
+        got = out[out["user_id"] == f"u{u}"]
+        assert got["item_id"].tolist() == [f"i{i}" for i in top], u
+        np.testing.assert_allclose(got["score"], s[top], rtol=1e-5)
+    assert (out["user_id"] == "u5").sum() == n_items - len(set(ti[tu == 5].tolist())) < 4  # fewer than k unseen
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        m.predict(None, pd.DataFrame({"user_id": ["u1"], "k": [0]}))
+    assert m.predict(None, pd.DataFrame({"user_id": []})).columns.tolist() == ["user_id", "rank", "item_id", "title", "score"]

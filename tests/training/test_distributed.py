@@ -70,10 +70,11 @@ def _train_workers() -> list:
     return out
 
 
-def _kill_one_worker_after_first_checkpoint(run_dir: str, done: threading.Event, killed: list) -> None:
+def _kill_one_worker_after_a_checkpoint(run_dir: str, done: threading.Event, killed: list) -> None:
     deadline = time.time() + 300
     while time.time() < deadline and not done.is_set():
-        if os.path.isdir(run_dir) and any(n.startswith("checkpoint_") for n in os.listdir(run_dir)):
+        # a second checkpoint directory means the first one was fully reported (committed)
+        if os.path.isdir(run_dir) and sum(n.startswith("checkpoint_") for n in os.listdir(run_dir)) >= 2:
             workers = _train_workers()
             if workers:
                 workers[-1].kill()
@@ -86,7 +87,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_dataset, sessio
     cfg = _cfg(session_dir, "resume-mf", "train.epochs=4", "train.max_failures=2", "train.batch_size=64")
     run_dir = os.path.join(cfg.storage_path(), cfg.resolved_run_name())
     done, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_one_worker_after_first_checkpoint, args=(run_dir, done, killed), daemon=True)
+    killer = threading.Thread(target=_kill_one_worker_after_a_checkpoint, args=(run_dir, done, killed), daemon=True)
     killer.start()
     try:
         res = train(cfg, DatasetDir(tiny_dataset))

@@ -114,14 +114,21 @@ def _warm_up(model, tokenizer, texts: list[str], tiny: TinyModelConfig) -> None:
     blocks = torch.tensor(ids[: n * tiny.warmup_seq_len]).view(n, tiny.warmup_seq_len)  # (N, T)
     gen = torch.Generator().manual_seed(tiny.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tiny.warmup_lr, weight_decay=0.0)
+    threads = torch.get_num_threads()
+    # A model this small gains nothing from intra-op threads, and OpenMP spin-waits make it many
+    # times slower when the machine is busy; one thread is fastest everywhere.
+    torch.set_num_threads(1)
     model.train()
-    for _ in range(tiny.warmup_steps):
-        batch = blocks[torch.randint(0, n, (tiny.warmup_batch_size,), generator=gen)]  # (B, T)
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    model.eval()
+    try:
+        for _ in range(tiny.warmup_steps):
+            batch = blocks[torch.randint(0, n, (tiny.warmup_batch_size,), generator=gen)]  # (B, T)
+            loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+        model.eval()
 
 
 def build_tiny_backbone(texts: list[str], tiny: TinyModelConfig, out_dir: str) -> str:

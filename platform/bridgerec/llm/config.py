@@ -55,12 +55,12 @@ class TinyModelConfig(Section):
     """Share the input embedding and the LM head (halves the embedding parameters)."""
     corpus_max_texts: int = 200_000
     """At most this many item/user texts train the tokenizer and the warm-up (bounds time on large datasets)."""
-    warmup_steps: int = 200
+    warmup_steps: int = 100
     """Language-model steps on the dataset text after the random init, so generations read like item
     text instead of one repeated token (0 keeps the random weights)."""
-    warmup_seq_len: int = 128
+    warmup_seq_len: int = 64
     """Tokens per warm-up sequence (texts are concatenated with EOS and cut into blocks)."""
-    warmup_batch_size: int = 16
+    warmup_batch_size: int = 8
     """Sequences per warm-up step."""
     warmup_lr: float = 3e-3
     """AdamW learning rate of the warm-up."""

@@ -61,16 +61,17 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     allowed_token_ids: Optional[tuple[int, ...]] = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.allowed_token_ids is not None:
+            object.__setattr__(self, "allowed_token_ids", tuple(int(t) for t in self.allowed_token_ids))
+
     @classmethod
     def from_config(cls, cfg: GenerationConfig, **overrides: Any) -> "GenerationParams":
         base = cls(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
         return base.replace(**overrides) if overrides else base
 
     def replace(self, **changes: Any) -> "GenerationParams":
-        if "stop" in changes:
-            changes["stop"] = tuple(changes["stop"])
-        if changes.get("allowed_token_ids") is not None:
-            changes["allowed_token_ids"] = tuple(int(t) for t in changes["allowed_token_ids"])
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

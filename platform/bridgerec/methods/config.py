@@ -69,7 +69,7 @@ class DaRecConfig(Section):
     part); False recommends with the collaborative embeddings alone."""
     n_clusters: int = 8
     """K: k-means centers of the local structure alignment (per entity type)."""
-    kmeans_every: int = 50
+    kmeans_every: int = 10
     """Refresh the k-means centers every this many training steps (on the detached shared parts of the batch)."""
     kmeans_iters: int = 10
     """Lloyd iterations per refresh (warm-started from the previous centers)."""

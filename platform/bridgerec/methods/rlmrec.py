@@ -82,7 +82,8 @@ def neighbour_mean(graph: CSR, rows: torch.Tensor, table: torch.Tensor) -> torch
     deg = np.bincount(pos, minlength=len(rows)).astype(np.float32)  # (m,)
     vals = (1.0 / np.maximum(deg, 1))[pos]  # (nnz,)
     index = torch.from_numpy(np.stack([pos, cols])).to(table.device)  # (2, nnz)
-    mean_op = torch.sparse_coo_tensor(index, torch.from_numpy(vals).to(table), (len(rows), table.shape[0]))  # (m, N)
+    mean_op = torch.sparse_coo_tensor(index, torch.from_numpy(vals).to(table), (len(rows), table.shape[0]),
+                                      check_invariants=False)  # (m, N); indices are in range by construction
     return torch.sparse.mm(mean_op, table)  # (m, d)
 
 

@@ -58,7 +58,7 @@ ARTIFACT_FILES = {
 
 UNKNOWN_USER_POLICIES = ("error", "popular")
 OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "title", "score"]
-_CHUNK = 1024  # users scored per matrix product (bounds memory at CHUNK x n_items floats)
+_CHUNK_FLOATS = 1 << 25  # users x items scored per matrix product (128 MiB of float32)
 
 
 def seen_csr(uids: np.ndarray, iids: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +120,9 @@ class TopKRecommender(PythonModel):
             )
         uids = np.where(known, uids, -1).astype(np.int64)
         parts: list[pd.DataFrame] = []
-        for start in range(0, len(df), _CHUNK):
-            sl = slice(start, start + _CHUNK)
+        chunk = max(1, min(1024, _CHUNK_FLOATS // max(1, len(self.item_ids))))
+        for start in range(0, len(df), chunk):
+            sl = slice(start, start + chunk)
             parts.append(self._topk(user_ids[sl], uids[sl], ks[sl]))
         if not parts:
             return self._frame([], [], [], [])
@@ -141,12 +142,12 @@ class TopKRecommender(PythonModel):
         known = uids >= 0
         kmax = int(ks.max())
         n_items = len(self.item_ids)
-        scores = np.empty((len(uids), n_items), dtype=np.float64)
+        scores = np.empty((len(uids), n_items), dtype=np.float32)
         if known.any():
             scores[known] = self.user_emb[uids[known]] @ self.item_emb.T
         if (~known).any():
             # popularity fallback: score = training count; ranked by count desc, iid asc
-            pop = np.empty(n_items, dtype=np.float64)
+            pop = np.empty(n_items, dtype=np.float32)
             pop[self.popular] = self.popular_counts
             scores[~known] = pop
         if self.exclude_seen and known.any():

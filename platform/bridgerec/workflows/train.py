@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split, popularity_scores
-from bridgerec.tracking import log_eval, log_model_artifacts, mlflow_run, ui_command
+from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, mlflow_run, ui_command
 from bridgerec.training import train
 from bridgerec.workflows.prepare import prepare
 from bridgerec.workflows.report import results_table
@@ -49,9 +49,14 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
         log_eval(test, "test_")
         log_eval(baseline, "baseline_popularity_test_")
         log_model_artifacts(result.model, data, cfg)
+        info = log_pyfunc_model(result.model, data, cfg, cfg.tracking.registered_model,
+                                k=cfg.tracking.recommend_k, alias=cfg.tracking.alias)
         import mlflow
 
-        mlflow.set_tag("checkpoint_dir", result.checkpoint_dir)
+        mlflow.set_tags({"checkpoint_dir": result.checkpoint_dir, "pyfunc_model_uri": info.model_uri})
+        if cfg.tracking.registered_model:
+            log(f"[mlflow] registered models:/{cfg.tracking.registered_model}"
+                + (f"@{cfg.tracking.alias}" if cfg.tracking.alias else f"/{info.registered_model_version}"))
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir)
 
 

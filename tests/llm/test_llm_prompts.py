@@ -1,0 +1,72 @@
+"""The one prompt module: versions, rendering, and identical token ids for training and serving."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridgerec.llm import prompts as P
+
+HISTORY = [P.ItemView(3, "The Galaxy Rocket #3", "A story about the galaxy and the rocket.", 5.0),
+           P.ItemView(7, "Bread and the Oven #7", "An honest guide to bread with notes on oven.", 2.0)]
+TARGET = P.ItemView(9, "Beyond the Orbit #9", "It mixes orbit, comet and a little moon.")
+
+
+def _all_prompts() -> list[P.Prompt]:
+    return [
+        P.user_profile_prompt(HISTORY),
+        P.item_profile_prompt(TARGET, HISTORY, 12),
+        P.next_item_prompt(HISTORY),
+        P.ranking_prompt(HISTORY, [TARGET, HISTORY[0]], similar=[HISTORY[1]], hint=[TARGET]),
+        P.pair_preference_prompt(HISTORY, TARGET, HISTORY[0]),
+        P.attribute_prompt(TARGET, "text", {}),
+        P.bdlm_prompt(4, HISTORY),
+    ]
+
+
+def test_every_kind_renders_without_trailing_whitespace_and_lists_its_items():
+    prompts = _all_prompts()
+    assert [p.kind for p in prompts] == list(P.PROMPT_KINDS)
+    for p in prompts:
+        assert p.text == p.text.rstrip() and p.version == "v1"
+    assert prompts[0].iids == (3, 7)
+    assert set(prompts[3].iids) == {3, 7, 9}
+    assert '"The Galaxy Rocket #3" (rating 5): A story about the galaxy' in prompts[0].text
+
+
+def test_unknown_version_is_rejected():
+    with pytest.raises(ValueError, match="unknown prompt version"):
+        P.user_profile_prompt(HISTORY, version="v999")
+
+
+def test_entity_tokens():
+    assert P.user_token(12) == "<u_12>" and P.item_token(0) == "<i_0>"
+    assert "<u_4>" in P.bdlm_prompt(4, HISTORY).text and "<i_7>" in P.bdlm_prompt(4, HISTORY).text
+    with pytest.raises(ValueError):
+        P.entity_token("x", 1)
+
+
+def test_encode_example_masks_the_prompt_and_ends_with_eos(tokenizer):
+    prompt = P.next_item_prompt(HISTORY).text
+    ex = P.encode_example(tokenizer, prompt, P.next_item_target(TARGET))
+    n = len(P.encode_prompt(tokenizer, prompt))
+    assert ex["labels"][:n] == [-100] * n
+    assert ex["labels"][n:] == ex["input_ids"][n:]
+    assert ex["input_ids"][-1] == tokenizer.eos_token_id
+    short = P.encode_example(tokenizer, prompt, P.next_item_target(TARGET), max_length=n)
+    assert len(short["input_ids"]) == n and short["input_ids"][-1] == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("engine_fixture", ["vllm_engine", "hf_engine"])
+def test_training_and_serving_render_identical_token_ids(request, engine_fixture, tokenizer):
+    """The prompt part of a training example is token-for-token what the engine encodes at inference."""
+    from bridgerec.llm.engine import GenerationParams
+
+    engine = request.getfixturevalue(engine_fixture)
+    prompts = [P.next_item_prompt(HISTORY), P.ranking_prompt(HISTORY, [TARGET], hint=[TARGET]),
+               P.user_profile_prompt(HISTORY)]
+    gens = engine.generate([p.text for p in prompts], GenerationParams(max_tokens=1))
+    for p, g in zip(prompts, gens):
+        target = P.next_item_target(TARGET)
+        train_ids = P.encode_example(tokenizer, p.text, target)["input_ids"]
+        assert g.prompt_token_ids == train_ids[: len(g.prompt_token_ids)]
+        assert len(train_ids) > len(g.prompt_token_ids)
