@@ -153,18 +153,3 @@ def test_merge_for_serving_matches_the_adapter(tiny_backbone, llm_config, adapte
     assert serving_model_path(llm, tiny_backbone.path, llm_config.work_dir) == merged  # cached
     with torch.no_grad():
         torch.testing.assert_close(load_causal_lm(merged, "float32")(**batch).logits, ref, atol=1e-4, rtol=1e-4)
-
-
-def test_merged_adapter_serves_in_vllm(tiny_backbone, llm_config, adapter_run):
-    """The merged checkpoint (entity tokens included) is an ordinary model for vLLM."""
-    from bridgerec.llm.backbone import load_tokenizer
-    from bridgerec.llm.engine import GenerationParams, build_engine
-    from bridgerec.llm.lora import serving_model_path
-
-    merged = serving_model_path(_merged_config(llm_config, adapter_run), tiny_backbone.path, llm_config.work_dir)
-    engine = build_engine(llm_config.llm, merged, engine="vllm")
-    try:
-        gen = engine.generate([P.bdlm_prompt(2, [P.ItemView(1, "a")]).text], GenerationParams(max_tokens=2))[0]
-        assert load_tokenizer(merged).convert_tokens_to_ids("<u_2>") in gen.prompt_token_ids
-    finally:
-        engine.close()

@@ -18,6 +18,7 @@ from bridgerec.training import train
 
 CASES = [
     ("mf", "ddp", 0),
+    ("lightgcn", "ddp", 0),
     ("mf", "deepspeed", 0),
     ("mf", "deepspeed", 2),
     ("mf", "deepspeed", 3),

@@ -29,11 +29,12 @@ from bridgerec.augment.text_embeddings import TextEmbeddingsStage, embedding_mat
 from bridgerec.augment.pairs import PairsStage, synthetic_triples
 from bridgerec.augment.attributes import AttributesStage, fill_item_attributes
 from bridgerec.augment.prompt_aug import PromptAugStage
-from bridgerec.augment.runner import plan_stages, run_augmentations, stage_output_dir
+from bridgerec.augment.runner import load_stage, plan_stages, run_augmentations, stage_output_dir
 
 __all__ = [
     "run_augmentations",
     "stage_output_dir",
+    "load_stage",
     "plan_stages",
     "read_stage_output",
     "STAGES",

@@ -60,7 +60,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class StageResult:
-    """What one stage did in a run."""
+    """What one stage did in a run (LLM stages that shared one generation pass report its seconds)."""
 
     stage: str
     path: str

@@ -15,10 +15,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 
-from bridgerec.augment.base import META, STAGES, AugmentContext, ShardWriter, StageResult
+from bridgerec.augment.base import META, STAGES, AugmentContext, ShardWriter, StageResult, read_stage_output
 from bridgerec.config import Config
 
-__all__ = ["run_augmentations", "stage_output_dir", "plan_stages"]
+__all__ = ["run_augmentations", "stage_output_dir", "load_stage", "plan_stages"]
 
 _LLM_COLUMNS = ("_stage", "_row", "_shard", "prompt", "prompt_iids_json")
 
@@ -145,3 +145,12 @@ def stage_output_dir(cfg: Config, stage: str, domain_embeddings: Any = None) -> 
     """Where ``stage`` writes (or wrote) for this config, finished or not."""
     return AugmentContext(cfg, domain_embeddings, log=lambda m: None).stage_dir(stage)
 
+
+
+def load_stage(cfg: Config, stage: str, domain_embeddings: Any = None) -> pd.DataFrame:
+    """The finished output of ``stage`` for this config (what a method reads); fails if it was not run."""
+    path = stage_output_dir(cfg, stage, domain_embeddings)
+    if not os.path.exists(os.path.join(path, META)):
+        raise FileNotFoundError(f"augmentation stage {stage!r} has no finished output for this config at {path}; "
+                                f"run: python jobs/augment.py --config <config> \"augment.stages=[{stage}]\"")
+    return read_stage_output(path)

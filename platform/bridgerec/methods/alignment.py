@@ -120,16 +120,14 @@ class DisentangledAlignment(nn.Module):
 
     LOSSES = ("orth", "shared", "global", "local")
 
-    def __init__(self, collab_dim: int, semantic_dim: int, dim: int, losses: tuple[str, ...], cluster_temperature: float,
-                 collab_shared: nn.Module | None = None):
+    def __init__(self, collab_dim: int, semantic_dim: int, dim: int, losses: tuple[str, ...], cluster_temperature: float):
         super().__init__()
         unknown = set(losses) - set(self.LOSSES)
         if unknown:
             raise ValueError(f"unknown DaRec losses {sorted(unknown)}; known: {self.LOSSES}")
         self.losses = tuple(losses)
         self.tau = cluster_temperature
-        # the collaborative shared projection may be owned by the method (it also serves recommendation)
-        self.collab_shared = collab_shared if collab_shared is not None else nn.Linear(collab_dim, dim)
+        self.collab_shared = nn.Linear(collab_dim, dim)  # also the method's enrichment (DaRec.enrich)
         self.semantic_shared = nn.Linear(semantic_dim, dim) if self.losses else None
         if "orth" in self.losses:
             self.collab_specific = nn.Linear(collab_dim, dim)

@@ -32,6 +32,11 @@ class Method(nn.Module, abc.ABC):
         super().__init__()
         self.cfg = cfg
         self.domain = domain
+        # DDP reads this only on the module it wraps (the method): keep the domain model's
+        # exclusions (e.g. LightGCN's sparse adjacency, which DDP cannot broadcast).
+        self._ddp_params_and_buffers_to_ignore = [
+            f"domain.{n}" for n in getattr(domain, "_ddp_params_and_buffers_to_ignore", ())
+        ]
         missing = [k for k in self.required_augmentations if k not in inputs]
         if missing:
             raise ValueError(f"method {self.name!r} needs augmentation outputs {missing}; run `bridgerec augment` first")

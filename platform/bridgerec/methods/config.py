@@ -39,7 +39,7 @@ class RLMRecConfig(Section):
     off the method has no alignment loss (it trains like `base`)."""
     mask_ratio: float = 0.2
     """rlmrec-gen: fraction of the batch's distinct users and positive items that are masked and
-    reconstructed (at least one of each)."""
+    reconstructed (at least 2 of each, so InfoNCE has a negative)."""
 
     @model_validator(mode="after")
     def _ranges(self) -> "RLMRecConfig":

@@ -138,21 +138,17 @@ def _compute(cfg, data: DatasetDir, source: str, stage_dir: Optional[str]) -> tu
         enc = _encode_items(cfg, data, missing)
         item_sem = np.zeros((I, enc.shape[1]), np.float32) if item_sem is None else item_sem
         item_sem[missing] = enc
-    user_sem = _user_means(item_sem, data, cfg.encoder.normalize)
-    n_user_prof = n_item_prof = 0
-    if source in ("auto", "profiles"):
-        for key, arr in (("user_profile", user_sem), ("item_profile", item_sem)):
-            if got.get(key) is not None:
-                rows, present = got[key]
-                if rows.shape[1] != arr.shape[1]:
-                    raise ValueError(f"{key} embeddings are {rows.shape[1]}-d but item-text ones {arr.shape[1]}-d")
-                arr[present] = rows[present]
-                if key == "user_profile":
-                    n_user_prof = int(present.sum())
-                else:
-                    n_item_prof = int(present.sum())
-    return user_sem, item_sem, {"users_with_profile": n_user_prof, "items_with_profile": n_item_prof,
-                                "items_encoded_here": int(len(missing))}
+    user_sem = _user_means(item_sem, data, cfg.encoder.normalize)  # from item text, before any profile replaces a row
+    counts = {"users_with_profile": 0, "items_with_profile": 0, "items_encoded_here": int(len(missing))}
+    for kind, arr in (("user", user_sem), ("item", item_sem)):
+        if source == "item_text" or got.get(f"{kind}_profile") is None:
+            continue
+        rows, present = got[f"{kind}_profile"]
+        if rows.shape[1] != arr.shape[1]:
+            raise ValueError(f"{kind} profile embeddings are {rows.shape[1]}-d but item-text ones {arr.shape[1]}-d")
+        arr[present] = rows[present]
+        counts[f"{kind}s_with_profile"] = int(present.sum())
+    return user_sem, item_sem, counts
 
 
 def semantic_embeddings(cfg, data: DatasetDir) -> tuple[np.ndarray, np.ndarray]:
