@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "workers, evaluates the best checkpoint on the test split and logs params, metrics and the model to MLflow.")
     _add_config_args(p)
 
+    p = sub.add_parser("augment", help="run LLM augmentation stages (profiles, text_embeddings, pairs, attributes, prompt_aug)",
+                       description="Runs augment.stages (dependencies first) for the prepared dataset on Ray Data; finished "
+                       "stages are reused, interrupted ones resume. Outputs: <dataset_dir>/augment/<stage>/<hash>/.")
+    _add_config_args(p)
+
     p = sub.add_parser("evaluate", help="evaluate a logged MLflow run's model on a split",
                        description="Downloads the run's model artifacts and computes full-ranking metrics with slices.")
     p.add_argument("--run-id", required=True, help="MLflow run id (printed by train/quickstart)")
@@ -81,6 +86,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         workflows.train_and_log(cfg)
     elif args.command == "data":
         workflows.prepare(cfg)
+    elif args.command == "augment":
+        from bridgerec.augment import run_augmentations
+        from bridgerec.runtime import init_ray
+
+        init_ray(cfg.ray)
+        run_augmentations(cfg, cfg.augment.stages)
     return 0
 
 

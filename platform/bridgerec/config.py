@@ -235,6 +235,11 @@ class TrainConfig(_Section):
     """Seed for model init and sampling."""
     storage_path: Optional[str] = None
     """Ray Train storage (checkpoints); default <work_dir>/ray_results."""
+    materialize_train: bool = True
+    """Materialise the train stream once in Ray's object store (spills to disk) instead of
+    re-reading Parquet every epoch."""
+    shuffle_buffer_batches: int = 4
+    """Local shuffle buffer per worker, in batches (0 disables local shuffling)."""
     log_every_steps: int = 50
     """Print progress every this many steps (rank 0)."""
 

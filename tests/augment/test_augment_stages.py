@@ -232,3 +232,26 @@ def test_augment_job_and_its_config(augmented, aug_config, domain_embeddings, tm
               f"augment.output_root={out}"])
     (key,) = os.listdir(out / "prompt_aug")
     assert os.path.exists(out / "prompt_aug" / key / "meta.json")
+
+
+def test_attribute_tasks_find_blank_and_absent_values():
+    """Empty/None cells and columns the item table lacks are missing; known fields go into the prompt."""
+    from types import SimpleNamespace
+
+    from bridgerec.augment import AttributesStage
+    from bridgerec.config import load_config
+
+    items = pd.DataFrame({"iid": [0, 1, 2], "title": ["a", "b", "c"], "text": ["t0", " ", None], "genre": ["g", None, "h"]})
+    ctx = SimpleNamespace(cfg=load_config(None, ["augment.attributes.columns=[text,genre,year]"]),
+                          dataset=SimpleNamespace(items=lambda: items), item_ids=lambda: np.arange(3))
+    tasks = AttributesStage(ctx).tasks()
+    assert list(zip(tasks["iid"], tasks["column"])) == [(1, "text"), (2, "text"), (1, "genre"), (0, "year"), (1, "year"), (2, "year")]
+    assert json.loads(tasks["known_json"].iloc[3]) == {"text": "t0", "genre": "g"}
+
+
+def test_parse_profile():
+    from bridgerec.augment import parse_profile
+
+    assert parse_profile('x {"summarization": "likes space", "reasoning": "many rockets"} y') == ("likes space", "many rockets")
+    assert parse_profile(" free text ") == ("free text", "")
+    assert parse_profile('{"summarization": broken') == ('{"summarization": broken', "")

@@ -48,7 +48,7 @@ def test_cli_config_error_exits_2_naming_key(capsys):
     assert "train.epochz" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["quickstart", "--help"], ["data", "prepare", "--help"], ["train", "--help"], ["evaluate", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["quickstart", "--help"], ["data", "prepare", "--help"], ["train", "--help"], ["evaluate", "--help"], ["augment", "--help"]])
 def test_cli_help(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

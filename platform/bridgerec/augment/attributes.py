@@ -61,12 +61,13 @@ class AttributesStage(LLMStage):
     def tasks(self) -> pd.DataFrame:
         items = self.ctx.dataset.items()
         items = items[items["iid"].isin(self.ctx.item_ids())]
+        columns = self.cfg.augment.attributes.columns
+        present = {c: ~_missing(items[c]) for c in dict.fromkeys((*_KNOWN, *columns)) if c in items}
         rows = []
-        for column in self.cfg.augment.attributes.columns:
-            missing = _missing(items[column]) if column in items else pd.Series(True, index=items.index)
-            known_cols = [c for c in (*_KNOWN, *self.cfg.augment.attributes.columns) if c != column and c in items]
+        for column in columns:
+            missing = ~present[column] if column in present else pd.Series(True, index=items.index)
             for idx in items.index[missing]:
-                known = {c: str(items.at[idx, c]) for c in dict.fromkeys(known_cols) if not _missing(items.loc[[idx], c]).iloc[0]}
+                known = {c: str(items.at[idx, c]) for c, ok in present.items() if c != column and ok[idx]}
                 rows.append((int(items.at[idx, "iid"]), column, json.dumps(known)))
         return pd.DataFrame(rows, columns=["iid", "column", "known_json"]).astype({"iid": "int64"})
 

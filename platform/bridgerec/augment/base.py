@@ -3,8 +3,9 @@
 A stage turns the dataset (and possibly other stages' outputs) into one Parquet table under
 ``<dataset_dir>/augment/<stage>/<key>/`` where ``key`` is a content hash of everything the output
 depends on: the dataset's content hash, the stage's name/version and config, the model
-fingerprint, prompt version and sampling parameters (LLM stages), the encoder (embedding stages)
-and the keys of the stages it reads. A directory with ``meta.json`` is finished and is reused as is.
+fingerprint, prompt version and sampling parameters (LLM stages), the encoder (embedding stages),
+the keys of the stages it reads, and the shard size (so resumed shards line up). A directory
+with ``meta.json`` is finished and is reused as is.
 
 Work is split into shards of ``augment.shard_rows`` task rows. Each finished shard is written
 atomically as ``part-<shard>.parquet`` (temporary file + rename), so an interrupted run resumes
@@ -184,6 +185,7 @@ class AugmentContext:
                 "version": st.version,
                 "data": self.dataset.content_hash,
                 "limits": [self.cfg.augment.max_users, self.cfg.augment.max_items],
+                "shard_rows": self.cfg.augment.shard_rows,  # part files of a resumed run must line up
                 "config": st.key_payload(),
                 "deps": {d: self.stage_key(d) for d in st.deps()},
             }

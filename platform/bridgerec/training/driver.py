@@ -51,11 +51,15 @@ def training_stream(cfg: Config, data: DatasetDir):
     """The train split as a Ray Dataset of (uid, iid[, pos_idx]) for the workers to shard."""
     ds = data.read_split("train")
     if not model_class(cfg.model.name).needs_sequences:
-        return ds.select_columns(["uid", "iid"])
+        ds = ds.select_columns(["uid", "iid"])
+        # Materialised once into the object store (which spills to disk when it must): every
+        # epoch then streams blocks to the workers instead of re-reading and re-projecting Parquet.
+        return ds.materialize() if cfg.train.materialize_train else ds
     n = int(data.manifest["counts"]["train"])
-    return ds.select_columns(["uid", "iid", "ts"]).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
+    ds = ds.select_columns(["uid", "iid", "ts"]).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
         _with_positions, batch_size=None, batch_format="pandas"
     )
+    return ds.materialize() if cfg.train.materialize_train else ds
 
 
 def build_method_for_dataset(cfg: Config, data: DatasetDir) -> Method:

@@ -126,7 +126,10 @@ def train_loop_per_worker(config: dict) -> None:
 
     for epoch in range(first_epoch, cfg.train.epochs):
         t0, total, step, parts = time.time(), 0.0, 0, {}
-        batches = shard.iter_torch_batches(batch_size=bs, drop_last=True, local_shuffle_buffer_size=4 * bs, dtypes=torch.int64)
+        batches = shard.iter_torch_batches(
+            batch_size=bs, drop_last=True, dtypes=torch.int64,
+            local_shuffle_buffer_size=cfg.train.shuffle_buffer_batches * bs or None,
+        )
         for batch in batches:
             if step >= steps:
                 continue  # drain the shard's remainder; every rank runs exactly `steps` steps
