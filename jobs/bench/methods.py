@@ -104,7 +104,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method (default: 3)")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs of the shipped configs")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to run (default: all)")
-    p.add_argument("--configs", default="jobs/configs", help="directory of the shipped configs")
+    p.add_argument("--configs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"),
+                   help="directory of the shipped configs (default: jobs/configs beside this script)")
     p.add_argument("--work-dir", default="bridgerec_work", help="work dir (datasets, Ray results)")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run (e.g. train.strategy=deepspeed)")
     p.add_argument("--out", default="bench_results/methods.md", help="markdown output path")
