@@ -346,7 +346,7 @@ class Config(_Section):
 def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        loc = ".".join(str(p) for p in e["loc"])
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
