@@ -158,7 +158,7 @@ def mlflow_server():
     proc = subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{uri}/health", 90, proc)
+        wait_http(f"{uri}/health", 300, proc)  # ~10 s on a quiet machine; minutes under heavy load
     except Exception as e:
         stop_group(proc, d)
         log.close()
