@@ -52,3 +52,24 @@ def tiny_dataset(ray_session, tiny_config):
     from bridgerec.data.prepare import prepare_dataset
 
     return prepare_dataset(tiny_config, log=lambda m: None).path
+
+
+LLM_TEST_OVERRIDES = {
+    "dtype": "float32",
+    "max_model_len": 512,
+    "vllm_multiprocessing": False,
+    "kv_cache_memory_bytes": 64 * 2**20,
+    "hf_batch_size": 8,
+    "tiny": {"warmup_steps": 40},
+}
+"""The LLM settings of the LLM and augmentation tests (one copy, so the tiny backbone is shared on
+disk): in-process vLLM with an explicit 64 MiB KV cache, float32 so both engines decode alike."""
+
+
+@pytest.fixture(scope="session")
+def llm_config(tiny_config):
+    """The session tiny config with the test LLM settings."""
+    cfg = tiny_config.model_copy(deep=True)
+    cfg.llm = cfg.llm.model_validate({**cfg.llm.model_dump(), **LLM_TEST_OVERRIDES,
+                                      "tiny": {**cfg.llm.tiny.model_dump(), **LLM_TEST_OVERRIDES["tiny"]}})
+    return cfg

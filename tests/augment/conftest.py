@@ -1,6 +1,6 @@
 """Session fixtures of the augmentation tests: one full run of every stage through vLLM.
 
-The LLM settings equal tests/llm's (LLM_TEST_OVERRIDES there), so both share the tiny backbone
+The LLM settings are the root ``llm_config`` fixture's (tests/conftest.py), so both share the tiny backbone
 built on disk. The run serves a merged BDLM adapter (entity tokens + LoRA), so it also checks that
 a merged, vocabulary-extended checkpoint loads in vLLM through ray.data.llm.
 """
@@ -10,14 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-LLM_TEST_OVERRIDES = {  # keep equal to tests/llm/conftest.py
-    "dtype": "float32",
-    "max_model_len": 512,
-    "vllm_multiprocessing": False,
-    "kv_cache_memory_bytes": 64 * 2**20,
-    "hf_batch_size": 8,
-    "tiny": {"warmup_steps": 40},
-}
 AUGMENT_TEST_OVERRIDES = {
     "shard_rows": 128,
     "profiles": {"max_tokens": 12, "max_history": 8},
@@ -27,8 +19,9 @@ AUGMENT_TEST_OVERRIDES = {
 
 
 def augment_test_config(base, output_root: str, adapter: str | None = None):
+    """``base`` is the root ``llm_config`` fixture (test LLM settings); adds the augmentation settings."""
     cfg = base.model_copy(deep=True)
-    llm = {**cfg.llm.model_dump(), **LLM_TEST_OVERRIDES, "tiny": {**cfg.llm.tiny.model_dump(), **LLM_TEST_OVERRIDES["tiny"]}}
+    llm = cfg.llm.model_dump()
     llm["lora"] = {**llm["lora"], "adapter": adapter}
     cfg.llm = cfg.llm.model_validate(llm)
     aug = cfg.augment.model_dump()
@@ -57,7 +50,7 @@ def domain_embeddings(dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bdlm_adapter(tiny_config, dataset, domain_embeddings, tmp_path_factory):
+def bdlm_adapter(llm_config, dataset, domain_embeddings, tmp_path_factory):
     """A BDLM adapter: entity tokens for every user/item, preloaded rows, non-zero LoRA weights."""
     import torch
 
@@ -65,7 +58,7 @@ def bdlm_adapter(tiny_config, dataset, domain_embeddings, tmp_path_factory):
     from bridgerec.llm.entity import prepare_bdlm_model
     from bridgerec.llm.lora import save_adapter
 
-    cfg = augment_test_config(tiny_config, str(tmp_path_factory.mktemp("unused")))
+    cfg = augment_test_config(llm_config, str(tmp_path_factory.mktemp("unused")))
     backbone = resolve_backbone(cfg.llm, cfg.work_dir, dataset)
     tok = load_tokenizer(backbone.path)
     model, _, _ = prepare_bdlm_model(load_causal_lm(backbone.path, "float32"), tok, domain_embeddings[0],
@@ -78,8 +71,8 @@ def bdlm_adapter(tiny_config, dataset, domain_embeddings, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def aug_config(tiny_config, bdlm_adapter, tmp_path_factory):
-    return augment_test_config(tiny_config, str(tmp_path_factory.mktemp("augment")), bdlm_adapter)
+def aug_config(llm_config, bdlm_adapter, tmp_path_factory):
+    return augment_test_config(llm_config, str(tmp_path_factory.mktemp("augment")), bdlm_adapter)
 
 
 @pytest.fixture(scope="session")
