@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -71,11 +72,25 @@ def _train_workers() -> list:
     return out
 
 
+def _controller_has_a_checkpoint(run_dir: str) -> bool:
+    """True once the Ray Train controller has registered a checkpoint (what a restart resumes from).
+
+    A ``checkpoint_*`` directory on disk is not enough: workers write it before the controller
+    polls their report, and a worker killed in between takes the pending report with it. The
+    controller's own snapshot file names the latest checkpoint only after it registered it.
+    """
+    path = os.path.join(run_dir, "checkpoint_manager_snapshot.json")
+    try:
+        with open(path) as f:
+            return json.load(f).get("latest_checkpoint_result") is not None
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return False
+
+
 def _kill_one_worker_after_a_checkpoint(run_dir: str, done: threading.Event, killed: list) -> None:
     deadline = time.time() + 300
     while time.time() < deadline and not done.is_set():
-        # a second checkpoint directory means the first one was fully reported (committed)
-        if os.path.isdir(run_dir) and sum(n.startswith("checkpoint_") for n in os.listdir(run_dir)) >= 2:
+        if _controller_has_a_checkpoint(run_dir):
             workers = _train_workers()
             if workers:
                 workers[-1].kill()
@@ -85,7 +100,7 @@ def _kill_one_worker_after_a_checkpoint(run_dir: str, done: threading.Event, kil
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_dataset, session_dir):
-    cfg = _cfg(session_dir, "resume-mf", "train.epochs=4", "train.max_failures=2", "train.batch_size=64")
+    cfg = _cfg(session_dir, "resume-mf", "train.epochs=6", "train.max_failures=2", "train.batch_size=64")
     run_dir = os.path.join(cfg.storage_path(), cfg.resolved_run_name())
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_one_worker_after_a_checkpoint, args=(run_dir, done, killed), daemon=True)
@@ -97,7 +112,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_dataset, sessio
         killer.join(timeout=5)
     assert killed, "no training worker was found to kill"
     last = res.history[-1]
-    assert last["epoch"] == 4
+    assert last["epoch"] == 6
     assert last["attempt_first_epoch"] > 1, "the restarted attempt started over instead of resuming"
 
 
