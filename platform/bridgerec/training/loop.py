@@ -98,11 +98,25 @@ class _Tracker:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+def _quiet_ray_train_reports() -> None:
+    """Drop Ray Train's INFO line per ``ray.train.report`` (it prints the whole report, per rank).
+
+    Ray 2.60 names that logger after its module's file path, not ``ray.train...``, so the
+    ``ray.train`` logger's level does not reach it; warnings and errors still come through.
+    """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as _ray_train_context
+    except ImportError:  # another Ray layout: keep its output rather than fail
+        return
+    logging.getLogger(_ray_train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
     cfg = Config.model_validate(config["cfg"])
     data = DatasetDir(config["dataset_dir"])
     steps = int(config["steps_per_epoch"])
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no per-report INFO lines
+    _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed)
