@@ -220,7 +220,10 @@ class TrainConfig(_Section):
     grad_clip: Optional[float] = None
     """Clip the gradient norm to this value (DeepSpeed gradient_clipping)."""
     deepspeed_config: Optional[str] = None
-    """Path to a DeepSpeed JSON that replaces the config built from train.* (strategy=deepspeed)."""
+    """Path to a DeepSpeed JSON used instead of the config built from train.* (strategy=deepspeed).
+    Its ZeRO stage (if set) becomes train.zero_stage; the batch geometry stays train.batch_size and
+    train.grad_accum_steps (the data loader's), so the file may omit those keys or set them to
+    "auto", and a different value is an error."""
     patience: int = 3
     """Early stopping: stop after this many validations without improving the metric (0 disables)."""
     select_metric: str = "recall@20"
@@ -245,12 +248,36 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _positive(self) -> "TrainConfig":
-        if not 0 <= self.zero_stage <= 3:
-            raise ValueError("train.zero_stage must be 0, 1, 2 or 3")
         for key in ("num_workers", "epochs", "batch_size", "num_negatives", "grad_accum_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1")
+        if self.deepspeed_config:
+            stage = self._read_deepspeed_json().get("zero_optimization", {}).get("stage")
+            if stage is not None:
+                self.__dict__["zero_stage"] = int(stage)  # no re-validation (validate_assignment would recurse)
+        if not 0 <= self.zero_stage <= 3:
+            raise ValueError("train.zero_stage must be 0, 1, 2 or 3" + (" (set by train.deepspeed_config)" if self.deepspeed_config else ""))
         return self
+
+    def _read_deepspeed_json(self) -> dict:
+        """The file at train.deepspeed_config, checked against the batch geometry of train.*."""
+        import json
+
+        path = Path(self.deepspeed_config)
+        try:
+            conf = json.loads(path.read_text())
+        except OSError as exc:
+            raise ValueError(f"train.deepspeed_config: cannot read {path}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"train.deepspeed_config: {path} is not valid JSON: {exc}") from None
+        if not isinstance(conf, dict):
+            raise ValueError(f"train.deepspeed_config: {path} must hold a JSON object")
+        for key, ours, name in (("train_micro_batch_size_per_gpu", self.batch_size, "train.batch_size"),
+                                ("gradient_accumulation_steps", self.grad_accum_steps, "train.grad_accum_steps")):
+            if conf.get(key, "auto") not in ("auto", ours):
+                raise ValueError(f"train.deepspeed_config: {path} sets {key}={conf[key]} but {name}={ours}; the "
+                                 f"data loader uses {name}: make them equal or drop the key from the file")
+        return conf
 
 
 class EvalConfig(_Section):
@@ -317,6 +344,23 @@ class Config(_Section):
     augment: AugmentConfig = AugmentConfig()
     """LLM augmentation stages."""
 
+    @model_validator(mode="after")
+    def _select_metric_is_evaluated(self) -> "Config":
+        from bridgerec.evaluation.metrics import METRIC_NAMES  # numpy only
+
+        name, _, k = self.train.select_metric.partition("@")
+        if name not in METRIC_NAMES or not k.isdigit():
+            raise ValueError(
+                f"train.select_metric: {self.train.select_metric!r} is not <metric>@<K>; "
+                f"metrics: {', '.join(METRIC_NAMES)} (e.g. recall@20)"
+            )
+        if int(k) not in self.eval.ks:
+            raise ValueError(
+                f"train.select_metric: {self.train.select_metric!r} needs K={k} in eval.ks "
+                f"(got {self.eval.ks}); add it to eval.ks or pick another train.select_metric"
+            )
+        return self
+
     # -- derived paths -------------------------------------------------------------------
     def dataset_dir(self) -> str:
         return self.data.output_dir or os.path.join(self.work_dir, "datasets", self.data.name)
@@ -350,8 +394,12 @@ def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
         key = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key" + _allowed_keys_hint(e["loc"])
-        lines.append(f"{key}: {msg} (got {e.get('input')!r})" if e["type"] != "extra_forbidden" else f"{key}: {msg}")
+            lines.append(f"{key}: unknown key" + _allowed_keys_hint(e["loc"]))
+        elif e["type"] == "value_error" and "error" in e.get("ctx", {}):
+            text = str(e["ctx"]["error"])  # our validators' messages name their keys
+            lines.append(text if not loc or text.startswith(key.split(".")[0]) else f"{key}: {text}")
+        else:
+            lines.append(f"{key}: {msg} (got {e.get('input')!r})")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

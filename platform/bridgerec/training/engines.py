@@ -17,7 +17,6 @@ Both are driven the same way by :mod:`bridgerec.training.loop`::
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Protocol
 
@@ -95,10 +94,14 @@ class DDPEngine:
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed JSON built from ``train.*`` (a file in ``train.deepspeed_config`` wins)."""
+    """The DeepSpeed JSON built from ``train.*``, or the file in ``train.deepspeed_config`` with the
+    batch geometry of ``train.*`` filled in (the config loader checked they agree)."""
     if cfg.deepspeed_config:
-        with open(cfg.deepspeed_config) as fh:
-            return json.load(fh)
+        conf = cfg._read_deepspeed_json()
+        conf["train_micro_batch_size_per_gpu"] = cfg.batch_size
+        conf["gradient_accumulation_steps"] = cfg.grad_accum_steps
+        conf["train_batch_size"] = cfg.batch_size * cfg.grad_accum_steps * world_size
+        return conf
     precision = resolve_precision(cfg.precision)
     opt_type = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[cfg.optimizer]
     opt_params: dict[str, Any] = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
@@ -136,6 +139,7 @@ class DeepSpeedEngine:
         self.weights = weights
         self._factory = factory
         self._plain: Method | None = None
+        self._plain_step = -1  # engine.global_steps when _plain was gathered
         self.conf = deepspeed_config(cfg, world_size)
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=self.conf)
         self.zero3 = self.conf.get("zero_optimization", {}).get("stage", 0) == 3
@@ -149,9 +153,12 @@ class DeepSpeedEngine:
     def eval_model(self) -> Method:
         """Under ZeRO-3 the module's sub-modules carry gather hooks: calling them on one rank
         desynchronises the ranks' collectives (a hang), so the full weights are gathered (every
-        rank) into a plain copy of the model that rank 0 can use freely."""
+        rank) into a plain copy of the model that rank 0 can use freely. The copy is reused
+        until the next optimizer step (validation and the checkpoint of one epoch share it)."""
         if not self.zero3:
             return self.module
+        if self._plain is not None and self._plain_step == self.engine.global_steps:
+            return self._plain
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
@@ -159,6 +166,7 @@ class DeepSpeedEngine:
         if self._plain is None:
             self._plain = self._factory()
         self._plain.load_state_dict(state)
+        self._plain_step = self.engine.global_steps
         return self._plain
 
     def save(self, directory: str, rank: int) -> None:
@@ -169,6 +177,7 @@ class DeepSpeedEngine:
 
     def load(self, directory: str) -> None:
         self.engine.load_checkpoint(directory, tag=self.TAG)
+        self._plain_step = -1  # the weights changed without a step
 
 
 def build_engine(factory: Callable[[], Method], cfg: TrainConfig, world_size: int, weights: dict[str, float]) -> Engine:
