@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -12,13 +13,13 @@ from ray.train.torch import TorchTrainer
 
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.methods import Method, build_method
+from bridgerec.methods import Method, build_method, method_class
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.models import build_model_for_dataset, model_class
 from bridgerec.training.engines import STATE_FILE
-from bridgerec.training.loop import train_loop_per_worker, valid_metric_key
+from bridgerec.training.loop import PROGRESS_FILE, train_loop_per_worker, valid_metric_key
 
-__all__ = ["TrainResult", "train", "build_method_for_dataset", "load_model_from_checkpoint_dir"]
+__all__ = ["TrainResult", "train", "check_plugins", "build_method_for_dataset", "load_model_from_checkpoint_dir"]
 
 
 @dataclass
@@ -26,6 +27,7 @@ class TrainResult:
     model: Method
     best_metrics: dict
     history: list[dict] = field(default_factory=list)
+    """Metrics of every epoch in order (all attempts of a resumed run)."""
     path: str = ""
     checkpoint_dir: str = ""
 
@@ -45,6 +47,18 @@ def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
     the same order as :func:`bridgerec.models.sasrec.histories_from_frame`."""
     batch = batch.sort_values(["uid", "ts", "iid"], kind="stable")
     return pd.DataFrame({"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")})
+
+
+def check_plugins(cfg: Config) -> None:
+    """Fail before any data work when ``model.name`` or ``method.name`` is not registered
+    (ValueError naming the key and the registered names)."""
+    from bridgerec.config import ConfigError
+
+    for lookup, name in ((model_class, cfg.model.name), (method_class, cfg.method.name)):
+        try:
+            lookup(name)
+        except ValueError as exc:  # the registries' messages name the key and the registered names
+            raise ConfigError(str(exc)) from None
 
 
 def training_stream(cfg: Config, data: DatasetDir):
@@ -105,5 +119,17 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
     best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(key, float("-inf")))
     with best_ckpt.as_directory() as d:
         model = load_model_from_checkpoint_dir(cfg, data, d)
-    history = result.metrics_dataframe.to_dict("records") if isinstance(result.metrics_dataframe, pd.DataFrame) else []
-    return TrainResult(model, dict(best_metrics), history, result.path, best_ckpt.path)
+    return TrainResult(model, dict(best_metrics), _history(result), result.path, best_ckpt.path)
+
+
+def _history(result) -> list[dict]:
+    """Every epoch's metrics in order, from the latest checkpoint's progress file (the trainer's
+    ``metrics_dataframe`` only holds the kept checkpoints, ordered by score)."""
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            path = os.path.join(d, PROGRESS_FILE)
+            if os.path.exists(path):
+                with open(path) as fh:
+                    return json.load(fh).get("history", [])
+    frame = result.metrics_dataframe
+    return frame.sort_values("epoch").to_dict("records") if isinstance(frame, pd.DataFrame) and len(frame) else []

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
 
@@ -41,9 +42,10 @@ def valid_metric_key(cfg: Config) -> str:
 
 def _validate(model: Method, cfg: Config, data: DatasetDir, train_pairs) -> dict[str, float]:
     model.eval()
+    device = next(model.parameters()).device  # the GPU under DDP/ZeRO<3 on GPU workers; else CPU
     with torch.no_grad():
         res = full_ranking(
-            lambda u: model.full_scores(u), data.n_users, data.n_items, train_pairs, data.pairs("valid"),
+            lambda u: model.full_scores(u.to(device)).float().cpu(), data.n_users, data.n_items, train_pairs, data.pairs("valid"),
             cfg.eval.ks, cfg.eval.user_batch_size,
         )
     model.train()
@@ -137,11 +139,12 @@ def train_loop_per_worker(config: dict) -> None:
     key = valid_metric_key(cfg)
     bs, n_neg = cfg.train.batch_size, cfg.train.num_negatives
     t_start, first_epoch = time.time(), progress["epoch"] + 1
+    device = ray.train.torch.get_device()  # where Ray Train / DeepSpeed placed the model
 
     for epoch in range(first_epoch, cfg.train.epochs):
         t0, total, step, parts = time.time(), 0.0, 0, {}
-        batches = shard.iter_torch_batches(
-            batch_size=bs, drop_last=True, dtypes=torch.int64,
+        batches = shard.iter_torch_batches(  # on the CPU: negatives and sequences are built with numpy
+            batch_size=bs, drop_last=True, dtypes=torch.int64, device="cpu",
             local_shuffle_buffer_size=cfg.train.shuffle_buffer_batches * bs or None,
         )
         for batch in batches:
@@ -152,6 +155,8 @@ def train_loop_per_worker(config: dict) -> None:
             step_batch = {"uid": uid, "pos": batch["iid"], "neg": neg}
             if model.needs_sequences:  # the items before this event, from the time-ordered history
                 step_batch["seq"] = build_sequences(inputs["histories"], uid.numpy(), batch["pos_idx"].numpy(), cfg.model.max_seq_len)
+            if device.type != "cpu":
+                step_batch = {k: v.to(device, non_blocking=True) for k, v in step_batch.items()}
             losses = engine.step(step_batch)
             for name, value in losses.items():
                 parts[name] = parts.get(name, 0.0) + float(value)
@@ -178,12 +183,15 @@ def train_loop_per_worker(config: dict) -> None:
                 "epoch": epoch,
                 "best": max(progress["best"], metrics[key]),
                 "bad_epochs": 0 if improved else progress["bad_epochs"] + 1,
+                # every epoch's metrics, across restarts: the driver's TrainResult.history
+                "history": [*progress.get("history", []), {k: float(v) for k, v in metrics.items()}],
             }
             stop = bool(cfg.train.patience) and progress["bad_epochs"] >= cfg.train.patience
             tracker.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
+            eta = (time.time() - t_start) / (epoch + 1 - first_epoch) * (cfg.train.epochs - epoch - 1)
             print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} loss {metrics['train_loss']:.4f} "
                   f"{key} {metrics[key]:.4f} {metrics['samples_per_s']:.0f} samples/s"
-                  + (" (early stop)" if stop else ""), flush=True)
+                  + (" (early stop)" if stop else f" ETA {eta:.0f}s"), flush=True)
         ckpt = _checkpoint(engine, progress, rank)
         ray.train.report(metrics, checkpoint=ckpt)
         if _broadcast_flag(stop):

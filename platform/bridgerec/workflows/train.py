@@ -9,7 +9,7 @@ from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split, popularity_scores
 from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, mlflow_run, ui_command
-from bridgerec.training import train
+from bridgerec.training import check_plugins, train
 from bridgerec.workflows.prepare import prepare
 from bridgerec.workflows.report import results_table
 
@@ -36,6 +36,7 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
     """Prepare the dataset, train, evaluate the best checkpoint on test beside a popularity
     baseline, and log everything to MLflow (when ``tracking.enabled``)."""
     t0 = time.time()
+    check_plugins(cfg)
     data = prepare(cfg, log=log)
     baseline = _popularity(data, cfg)
     if not cfg.tracking.enabled:
@@ -60,13 +61,20 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir)
 
 
+_SPLITS = {
+    "leave_last_out": "test = each user's last event",
+    "temporal": "test = the events after a global time cut",
+    "random": "test = a random sample of events",
+}
+
+
 def quickstart(cfg: Config, log=print) -> RunSummary:
     """The newcomer's job: synthetic data -> MF (BPR) on 2 Ray Train workers -> table + MLflow."""
     s = train_and_log(cfg, log=log)
     c = s.dataset.manifest["counts"]
     print()
     print(f"bridgerec quickstart: {s.dataset.manifest['name']} ({c['users']} users, {c['items']} items, "
-          f"{c['interactions']} interactions; test = each user's last event)")
+          f"{c['interactions']} interactions; split {_SPLITS[cfg.data.split.protocol]})")
     print(results_table({"popularity": s.baseline, cfg.model.name: s.test}, cfg.eval.ks))
     print()
     print(f"finished in {s.seconds:.0f} s")
