@@ -1,6 +1,6 @@
 """Prepare a dataset directory from a source (Ray Data pipeline).
 
-    python jobs/prepare_data.py --config jobs/configs/movielens.yaml data.source.path=/data/ml-1m
+    python jobs/prepare_data.py --config jobs/configs/mf_movielens.yaml data.source.path=/data/ml-1m
 """
 
 import sys

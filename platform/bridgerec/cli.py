@@ -50,19 +50,44 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Downloads the run's model artifacts and computes full-ranking metrics with slices.")
     p.add_argument("--run-id", required=True, help="MLflow run id (printed by train/quickstart)")
     p.add_argument("--split", default="test", choices=["valid", "test"], help="split to evaluate (default test)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI or the local store)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store <work-dir>/mlflow.db)")
+    p.add_argument("--work-dir", default="bridgerec_work", help="work_dir of the run, for the default local store (default bridgerec_work)")
     p.add_argument("--dataset-dir", default=None, help="dataset directory (default: the one recorded in the run)")
 
     p = sub.add_parser("config-docs", help="list every config key with its type, default and meaning")
+    sub.add_parser("models", help="list the registered domain models (values of model.name)")
+    sub.add_parser("methods", help="list the registered method plugins (values of method.name)")
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input (config, data, paths, run ids): one clear line, exit 2.
+    Anything else is a bug and keeps its traceback."""
+    from bridgerec.data.schema import DataValidationError
+
+    errors: list[type[BaseException]] = [ConfigError, DataValidationError, FileNotFoundError, NotADirectoryError]
+    try:
+        from mlflow.exceptions import MlflowException
+
+        errors.append(MlflowException)  # unknown run id, unreachable tracking server, ...
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; set BRIDGEREC_TRACEBACK=1 to see the traceback of an input error."""
+    import os
+
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except ConfigError as exc:
-        print(f"bridgerec: {exc}", file=sys.stderr)
+    except _user_errors() as exc:
+        if os.environ.get("BRIDGEREC_TRACEBACK"):
+            raise
+        msg = exc.message if hasattr(exc, "message") and isinstance(exc.message, str) else str(exc)
+        print(f"bridgerec {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 
@@ -72,10 +97,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config-docs":
         print("\n".join(config_docs()))
         return 0
+    if args.command in ("models", "methods"):
+        print("\n".join(_registry_lines(args.command)))
+        return 0
     if args.command == "evaluate":
         from bridgerec.workflows.report import results_table
 
-        cfg, res = workflows.evaluate_run(args.run_id, args.split, args.tracking_uri, args.dataset_dir)
+        uri = args.tracking_uri or load_config(None, [f"work_dir={args.work_dir}"]).tracking_uri()
+        cfg, res = workflows.evaluate_run(args.run_id, args.split, uri, args.dataset_dir)
         print(results_table({cfg.model.name: res}, cfg.eval.ks))
         return 0
     default = "jobs/configs/quickstart.yaml" if args.command == "quickstart" else None
@@ -93,6 +122,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         init_ray(cfg.ray)
         run_augmentations(cfg, cfg.augment.stages)
     return 0
+
+
+def _registry_lines(kind: str) -> list[str]:
+    """``name  summary`` per registered model or method (the first sentence of its module docstring)."""
+    if kind == "models":
+        from bridgerec.models import model_class, model_names
+
+        entries = [(n, model_class(n)) for n in model_names()]
+    else:
+        from bridgerec.methods import method_class, method_names
+
+        entries = [(n, method_class(n)) for n in method_names()]
+    def summary(cls: type) -> str:
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").split("\n\n")[0]
+        text = " ".join(doc.split())
+        return text if len(text) <= 110 else text[:107] + "..."
+
+    width = max(len(n) for n, _ in entries)
+    return [f"{n:<{width}}  {summary(c)}" for n, c in entries]
 
 
 def _shipped(path: str | None) -> str | None:

@@ -7,6 +7,7 @@ import os
 import platform as _platform
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -46,6 +47,24 @@ def _system_tags() -> dict[str, str]:
     }
 
 
+def _ensure_experiment(uri: str, name: str) -> None:
+    """Select experiment ``name``. With a local SQLite store a new experiment keeps its artifacts
+    beside the database (``<db dir>/mlartifacts``), not in ``./mlruns`` of whatever directory the
+    command ran from; a tracking server decides its own artifact location."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if uri.startswith("sqlite:///"):
+        db_dir = Path(uri[len("sqlite:///"):]).resolve().parent
+        db_dir.mkdir(parents=True, exist_ok=True)
+        if mlflow.get_experiment_by_name(name) is None:
+            try:
+                mlflow.create_experiment(name, artifact_location=(db_dir / "mlartifacts").as_uri())
+            except MlflowException:  # created meanwhile by a concurrent run
+                pass
+    mlflow.set_experiment(name)
+
+
 @contextlib.contextmanager
 def mlflow_run(cfg: Config, data: DatasetDir, run_name: str | None = None) -> Iterator[tuple[str, str]]:
     """Start an MLflow run with the flattened config as params and the dataset as tags.
@@ -55,10 +74,8 @@ def mlflow_run(cfg: Config, data: DatasetDir, run_name: str | None = None) -> It
     import mlflow
 
     uri = cfg.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.tracking.experiment)
+    _ensure_experiment(uri, cfg.tracking.experiment)
     with mlflow.start_run(run_name=run_name or cfg.resolved_run_name()) as run:
         params = flatten(cfg.model_dump(mode="json"))
         items = list(params.items())
