@@ -15,6 +15,7 @@ from bridgerec.augment import (
     STAGES,
     embedding_matrix,
     fill_item_attributes,
+    load_domain_embeddings,
     load_stage,
     read_stage_output,
     run_augmentations,
@@ -176,6 +177,20 @@ def test_keys_follow_the_inputs(aug_config, domain_embeddings):
     default = aug_config.model_copy(deep=True)
     default.augment.output_root = None
     assert stage_output_dir(default, "pairs").startswith(os.path.join(aug_config.dataset_dir(), "augment", "pairs"))
+
+
+def test_domain_embeddings_from_a_model_directory(aug_config, domain_embeddings, tmp_path):
+    """A trained run's model/ artifacts (user_/item_embeddings.npy) feed prompt_aug like the .npz."""
+    users, items, npz = domain_embeddings
+    np.save(tmp_path / "user_embeddings.npy", users)
+    np.save(tmp_path / "item_embeddings.npy", items)
+    by_dir, by_npz = aug_config.model_copy(deep=True), aug_config.model_copy(deep=True)
+    by_dir.augment.prompt_aug.embeddings = str(tmp_path)
+    by_npz.augment.prompt_aug.embeddings = npz
+    assert stage_output_dir(by_dir, "prompt_aug") == stage_output_dir(by_npz, "prompt_aug")
+    os.remove(tmp_path / "item_embeddings.npy")
+    with pytest.raises(FileNotFoundError, match="augment.prompt_aug.embeddings: .* has no item_embeddings.npy"):
+        load_domain_embeddings(str(tmp_path))
 
 
 def test_interrupted_run_resumes_missing_shards_only(augmented, aug_config):

@@ -19,6 +19,7 @@ from bridgerec.augment.base import (
     AugmentContext,
     Stage,
     StageResult,
+    load_domain_embeddings,
     read_stage_output,
     register_stage,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "Stage",
     "StageResult",
     "AugmentContext",
+    "load_domain_embeddings",
     "Catalog",
     "register_stage",
     "PROVENANCE_COLUMNS",

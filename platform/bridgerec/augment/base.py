@@ -45,6 +45,7 @@ __all__ = [
     "Stage",
     "StageResult",
     "AugmentContext",
+    "load_domain_embeddings",
     "STAGES",
     "register_stage",
     "ShardWriter",
@@ -74,6 +75,37 @@ class StageResult:
 
 def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_domain_embeddings(src: str, tracking_uri: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(user_emb, item_emb) of a trained domain model, from any of:
+
+    - ``runs:/<run id>/model`` or ``models:/<name>@<alias>`` (a run logged by ``bridgerec train``;
+      downloaded through MLflow at ``tracking_uri``);
+    - a directory with ``user_embeddings.npy`` and ``item_embeddings.npy`` (a downloaded ``model/``
+      artifact directory);
+    - an ``.npz`` with ``user_emb`` and ``item_emb``.
+    """
+    if src.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        src = mlflow.artifacts.download_artifacts(artifact_uri=src)
+    if os.path.isdir(src):
+        files = [os.path.join(src, f"{side}_embeddings.npy") for side in ("user", "item")]
+        missing = [f for f in files if not os.path.exists(f)]
+        if missing:
+            raise FileNotFoundError(f"augment.prompt_aug.embeddings: {src} has no {', '.join(map(os.path.basename, missing))} "
+                                    "(expected a trained run's model/ artifacts)")
+        return np.load(files[0]), np.load(files[1])
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"augment.prompt_aug.embeddings: {src} does not exist")
+    with np.load(src) as z:
+        missing = [k for k in ("user_emb", "item_emb") if k not in z.files]
+        if missing:
+            raise ValueError(f"augment.prompt_aug.embeddings: {src} lacks arrays {missing} (has {z.files})")
+        return z["user_emb"], z["item_emb"]
 
 
 class AugmentContext:
@@ -145,14 +177,14 @@ class AugmentContext:
     # -- domain model ---------------------------------------------------------------------------
     @cached_property
     def domain(self) -> tuple[np.ndarray, np.ndarray]:
-        """(user_emb (U, d), item_emb (I, d)) from the run argument or ``augment.prompt_aug.embeddings``."""
+        """(user_emb (U, d), item_emb (I, d)) from the run argument or ``augment.prompt_aug.embeddings``
+        (see :func:`load_domain_embeddings`)."""
         src = self._domain_arg if self._domain_arg is not None else self.cfg.augment.prompt_aug.embeddings
         if src is None:
             raise ValueError("the prompt_aug stage needs domain-model embeddings: pass domain_embeddings="
                              "(user_emb, item_emb) or set augment.prompt_aug.embeddings to an .npz")
         if isinstance(src, (str, os.PathLike)):
-            with np.load(src) as z:
-                users, items = z["user_emb"], z["item_emb"]
+            users, items = load_domain_embeddings(str(src), self.cfg.tracking_uri())
         elif isinstance(src, dict):
             users, items = src["user_emb"], src["item_emb"]
         else:

@@ -259,8 +259,9 @@ class TextEmbeddingsStageConfig(Section):
 
 class PromptAugStageConfig(Section):
     embeddings: Optional[str] = None
-    """Domain-model embeddings: an .npz with `user_emb` (U, d) and `item_emb` (I, d); arrays can also
-    be passed to run_augmentations directly."""
+    """Domain-model embeddings: a trained run's `runs:/<run id>/model` (or `models:/<name>@<alias>`),
+    a directory with user_embeddings.npy / item_embeddings.npy, or an .npz with `user_emb` (U, d)
+    and `item_emb` (I, d); arrays can also be passed to run_augmentations directly."""
     n_similar_users: int = 3
     """Similar users (cosine of domain user embeddings) whose recent history augments a prompt."""
     similar_history: int = 5
