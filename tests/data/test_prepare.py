@@ -369,6 +369,18 @@ def test_bad_row_error_names_file_row_column(ray_session, tmp_path: Path, case: 
     assert os.listdir(tmp_path) == [name], "a failed run must leave no dataset or temporary dir"
 
 
+def test_bad_row_error_names_the_files_own_column(ray_session, tmp_path: Path) -> None:
+    """With a column mapping the error names the column as it is in the file ('stars', not 'rating')."""
+    text = "who,what,stars,when\na,x,5,100\nb,y,lots,200\n"
+    cfg = _table_config(tmp_path, text, "data.source.columns.user=who", "data.source.columns.item=what",
+                        "data.source.columns.rating=stars", "data.source.columns.timestamp=when")
+    with pytest.raises(DataValidationError) as info:
+        prepare_dataset(cfg, log=_quiet)
+    err = info.value
+    assert (err.row, err.column, err.source_column) == (2, "rating", "stars")
+    assert "row 2, column 'stars' (as 'rating'): rating is not a finite number (value 'lots')" in str(err)
+
+
 QUARANTINE = """\
     user_id,item_id,rating,timestamp
     a,x,5,2024-01-01T00:00:00Z

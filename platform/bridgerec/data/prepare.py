@@ -58,7 +58,7 @@ class PrepareResult:
 def _read_validate(batch: pd.DataFrame, source: Source, chunk_rows: int, bad_rows: str, quarantine_dir: str) -> Iterator[pd.DataFrame]:
     for path in batch["path"]:
         for n, chunk in enumerate(source.read_events(path, chunk_rows)):
-            good, bad = validate_events(chunk, bad_rows)
+            good, bad = validate_events(chunk, bad_rows, getattr(source, "source_columns", None))
             if len(bad):
                 os.makedirs(quarantine_dir, exist_ok=True)
                 name = hashlib.sha1(path.encode()).hexdigest()[:12]

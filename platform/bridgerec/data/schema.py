@@ -22,12 +22,14 @@ QUARANTINE_COLUMNS = ["_file", "_row", "_column", "_reason", "value"]
 class DataValidationError(ValueError):
     """A bad data row, named by file, row and column."""
 
-    def __init__(self, file: str, row: int, column: str, reason: str, value: object):
+    def __init__(self, file: str, row: int, column: str, reason: str, value: object, source_column: str | None = None):
         self.file, self.row, self.column, self.reason, self.value = file, row, column, reason, value
-        super().__init__(f"{file}: row {row}, column {column!r}: {reason} (value {value!r})")
+        self.source_column = source_column  # the file's own column name when it differs, e.g. "when"
+        where = f"column {column!r}" if not source_column or source_column == column else f"column {source_column!r} (as {column!r})"
+        super().__init__(f"{file}: row {row}, {where}: {reason} (value {value!r})")
 
     def __reduce__(self):  # survives pickling across Ray tasks
-        return (type(self), (self.file, self.row, self.column, self.reason, self.value))
+        return (type(self), (self.file, self.row, self.column, self.reason, self.value, self.source_column))
 
 
 def _ids(col: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -72,11 +74,16 @@ _CHECKS = (
 )
 
 
-def validate_events(chunk: pd.DataFrame, bad_rows: str = "error") -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_events(
+    chunk: pd.DataFrame, bad_rows: str = "error", source_columns: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (valid events, quarantined rows with :data:`QUARANTINE_COLUMNS`).
 
     Valid events have :data:`EVENT_COLUMNS` plus ``_file``/``_row`` (kept for later error messages).
+    ``source_columns`` maps a canonical column to the file's own name for it (a source's column
+    mapping), so an error names the column the user sees in the file.
     """
+    source_columns = source_columns or {}
     missing = [c for c in RAW_COLUMNS if c not in chunk.columns]
     if missing:
         raise ValueError(f"source chunk lacks columns {missing}; a source must yield {RAW_COLUMNS}")
@@ -92,7 +99,8 @@ def validate_events(chunk: pd.DataFrame, bad_rows: str = "error") -> tuple[pd.Da
             if bad_rows == "error":
                 i = int(np.flatnonzero(new_bad.to_numpy())[0])
                 raise DataValidationError(
-                    str(chunk["_file"].iat[i]), int(chunk["_row"].iat[i]), column, reason, chunk[column].iat[i]
+                    str(chunk["_file"].iat[i]), int(chunk["_row"].iat[i]), column, reason, chunk[column].iat[i],
+                    source_columns.get(column),
                 )
             rows = chunk.loc[new_bad]
             bad_parts.append(

@@ -168,6 +168,13 @@ class TableSource:
             raise ValueError(f"data.source.kind is {cfg.kind!r}, not 'table'")
         return cls(str(cfg.path), cfg.items_path, cfg.format, cfg.columns, cfg.timestamp_unit)
 
+    @property
+    def source_columns(self) -> dict[str, str]:
+        """Canonical event column -> this table's column (for validation errors)."""
+        cols = self.columns
+        mapped = {"user_id": cols.user, "item_id": cols.item, "rating": cols.rating, "ts": cols.timestamp}
+        return {k: v for k, v in mapped.items() if v}
+
     def event_files(self) -> list[str]:
         return list(self._files)
 
