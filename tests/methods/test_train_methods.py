@@ -20,14 +20,16 @@ LOSSES = {
     "rlmrec-gen": {"rec", "recon"},
     "darec": {"rec", "rec_shared", "orth", "shared", "global", "local"},
 }
-CASES = [  # 3 methods x {mf, lightgcn}, sasrec once, one DeepSpeed run
+CASES = [  # every method x every domain model; two of them under DeepSpeed
     ("rlmrec-con", "mf", "ddp"),
     ("rlmrec-con", "lightgcn", "ddp"),
     ("rlmrec-con", "sasrec", "ddp"),
     ("rlmrec-gen", "mf", "ddp"),
     ("rlmrec-gen", "lightgcn", "ddp"),
+    ("rlmrec-gen", "sasrec", "deepspeed"),
     ("darec", "mf", "ddp"),
     ("darec", "lightgcn", "deepspeed"),
+    ("darec", "sasrec", "ddp"),
 ]
 
 
