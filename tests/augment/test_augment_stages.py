@@ -228,9 +228,10 @@ def test_errors_name_the_problem(aug_config):
         load_stage(other, "pairs")
 
 
-def test_augment_job_and_its_config(augmented, aug_config, domain_embeddings, tmp_path):
+def test_augment_job_and_its_config(augmented, aug_config, domain_embeddings, tmp_path, monkeypatch):
     """jobs/augment.py runs a stage from the shipped YAML plus overrides (Ray already up: joined)."""
-    import importlib.util
+    import runpy
+    import sys
 
     from bridgerec.config import load_config
 
@@ -238,13 +239,14 @@ def test_augment_job_and_its_config(augmented, aug_config, domain_embeddings, tm
     yaml_path = os.path.join(root, "jobs", "configs", "augment_tiny.yaml")
     cfg = load_config(yaml_path)
     assert cfg.llm.model == "tiny" and "profiles" in cfg.augment.stages
-    spec = importlib.util.spec_from_file_location("augment_job", os.path.join(root, "jobs", "augment.py"))
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
     out = tmp_path / "aug"
-    job.main(["--config", yaml_path, f"work_dir={aug_config.work_dir}", f"data.output_dir={aug_config.dataset_dir()}",
-              "augment.stages=[prompt_aug]", f"augment.prompt_aug.embeddings={domain_embeddings[2]}",
-              f"augment.output_root={out}"])
+    job = os.path.join(root, "jobs", "augment.py")
+    monkeypatch.setattr(sys, "argv", [job, "--config", yaml_path, f"work_dir={aug_config.work_dir}",
+                                      f"data.output_dir={aug_config.dataset_dir()}", "augment.stages=[prompt_aug]",
+                                      f"augment.prompt_aug.embeddings={domain_embeddings[2]}", f"augment.output_root={out}"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(job, run_name="__main__")
+    assert exit_.value.code == 0
     (key,) = os.listdir(out / "prompt_aug")
     assert os.path.exists(out / "prompt_aug" / key / "meta.json")
 
