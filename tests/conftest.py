@@ -11,6 +11,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri():
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI in os.environ (for subprocesses),
+    which the config's tracking URI reads: a test pointing MLflow at a server must not send the
+    next test's runs there."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)  # None unsets the variable
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray shared by every test that needs one (started once, shut down at the end)."""
