@@ -1,4 +1,4 @@
-"""Pieces the alignment methods share: the semantic tables, batch entities, DDP and ZeRO guards."""
+"""Pieces the alignment methods share: their base class, the semantic tables, batch entities, the ZeRO guard."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bridgerec.methods.base import Method
 from bridgerec.models.base import Batch, DomainModel
 
-__all__ = ["SemanticTables", "batch_entities", "ddp_ignored_names", "reject_zero3"]
+__all__ = ["AlignmentMethod", "SemanticTables", "batch_entities", "reject_zero3"]
 
 
 class SemanticTables(nn.Module):
@@ -35,15 +36,6 @@ def batch_entities(batch: Batch, with_negatives: bool = True) -> tuple[torch.Ten
     return torch.unique(batch["uid"]), torch.unique(items)
 
 
-def ddp_ignored_names(root: nn.Module) -> list[str]:
-    """Every submodule's ``_ddp_params_and_buffers_to_ignore``, as names relative to ``root``.
-
-    DDP reads the list only on the module it wraps (the method), so the domain model's own list
-    (e.g. LightGCN's ``adj``) must be repeated there with its prefix (``domain.adj``)."""
-    return [f"{prefix}.{name}" for prefix, module in root.named_modules() if module is not root
-            for name in getattr(module, "_ddp_params_and_buffers_to_ignore", ())]
-
-
 def reject_zero3(cfg, method: str) -> None:
     """The alignment losses read the domain model's embeddings outside its own ``forward``;
     ZeRO-3 gathers a module's parameters only inside it, so these methods need ZeRO <= 2."""
@@ -51,3 +43,16 @@ def reject_zero3(cfg, method: str) -> None:
     if train is not None and train.strategy == "deepspeed" and train.zero_stage == 3:
         raise ValueError(f"method {method!r} reads the domain model's embeddings outside its forward, which ZeRO-3 "
                          "does not gather; use train.zero_stage <= 2 or train.strategy=ddp")
+
+
+class AlignmentMethod(Method):
+    """A method that aligns the domain model with fixed LLM-side rows (``self.semantic``).
+
+    Subclasses build their alignment modules after ``super().__init__``; ZeRO-3 is refused."""
+
+    required_augmentations = ("user_semantic", "item_semantic")
+
+    def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
+        super().__init__(cfg, domain, inputs)
+        reject_zero3(cfg, self.name)
+        self.semantic = SemanticTables(domain, inputs)

@@ -32,14 +32,19 @@ class Method(nn.Module, abc.ABC):
         super().__init__()
         self.cfg = cfg
         self.domain = domain
-        # DDP reads this only on the module it wraps (the method): keep the domain model's
-        # exclusions (e.g. LightGCN's sparse adjacency, which DDP cannot broadcast).
-        self._ddp_params_and_buffers_to_ignore = [
-            f"domain.{n}" for n in getattr(domain, "_ddp_params_and_buffers_to_ignore", ())
-        ]
         missing = [k for k in self.required_augmentations if k not in inputs]
         if missing:
             raise ValueError(f"method {self.name!r} needs augmentation outputs {missing}; run `bridgerec augment` first")
+
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
+        """Every submodule's ``_ddp_params_and_buffers_to_ignore``, as names relative to the method.
+
+        DDP reads the list only on the module it wraps (the method), so the exclusions of the
+        domain model (e.g. LightGCN's sparse ``adj``, which DDP cannot broadcast) and of a
+        method's own submodules (e.g. fixed semantic tables) are collected here with their prefix."""
+        return [f"{prefix}.{name}" for prefix, module in self.named_modules() if module is not self
+                for name in getattr(module, "_ddp_params_and_buffers_to_ignore", ())]
 
     @property
     def needs_sequences(self) -> bool:

@@ -31,25 +31,21 @@ import numpy as np
 import torch
 
 from bridgerec.methods import semantic as _semantic  # noqa: F401  (registers the input loaders)
-from bridgerec.methods._common import SemanticTables, batch_entities, ddp_ignored_names, reject_zero3
+from bridgerec.methods._common import AlignmentMethod, batch_entities
 from bridgerec.methods.alignment import DisentangledAlignment, kmeans
-from bridgerec.methods.base import Method
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
 __all__ = ["DaRec"]
 
 
-class DaRec(Method):
+class DaRec(AlignmentMethod):
     """``darec``; see the module docstring."""
 
     name = "darec"
-    required_augmentations = ("user_semantic", "item_semantic")
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        reject_zero3(cfg, self.name)
         d = cfg.method.darec
-        self.semantic = SemanticTables(domain, inputs)
         self.enrich = d.enrich
         self.shared_dim = d.dim or domain.dim
         losses = tuple(n for n, on in (("orth", d.orthogonal), ("shared", d.shared), ("global", d.global_align),
@@ -61,7 +57,6 @@ class DaRec(Method):
             self.register_buffer("centers_user", torch.zeros(d.n_clusters, self.shared_dim))  # (K, k)
             self.register_buffer("centers_item", torch.zeros(d.n_clusters, self.shared_dim))  # (K, k)
             self.register_buffer("kmeans_step", torch.zeros((), dtype=torch.int64))
-        self._ddp_params_and_buffers_to_ignore = ddp_ignored_names(self)
         self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # -- training --------------------------------------------------------------------------------

@@ -27,9 +27,8 @@ import torch
 
 from bridgerec.evaluation import CSR
 from bridgerec.methods import semantic as _semantic  # noqa: F401  (registers the input loaders)
-from bridgerec.methods._common import SemanticTables, batch_entities, ddp_ignored_names, reject_zero3
+from bridgerec.methods._common import AlignmentMethod, batch_entities
 from bridgerec.methods.alignment import ContrastiveAlignment, MaskedReconstruction
-from bridgerec.methods.base import Method
 from bridgerec.models.base import Batch, DomainModel
 
 __all__ = ["RLMRecCon", "RLMRecGen", "neighbour_mean"]
@@ -40,21 +39,17 @@ def _sides(cfg) -> tuple[str, ...]:
     return tuple(side for side, on in (("users", r.align_users), ("items", r.align_items)) if on)
 
 
-class RLMRecCon(Method):
+class RLMRecCon(AlignmentMethod):
     """``rlmrec-con``; see the module docstring."""
 
     name = "rlmrec-con"
-    required_augmentations = ("user_semantic", "item_semantic")
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        reject_zero3(cfg, self.name)
         r = cfg.method.rlmrec
-        self.semantic = SemanticTables(domain, inputs)
         self.sides = _sides(cfg)
         # built only when used: DDP needs every parameter to receive a gradient each step
         self.align = ContrastiveAlignment(self.semantic.dim, domain.dim, r.temperature, r.hidden_dim) if self.sides else None
-        self._ddp_params_and_buffers_to_ignore = ddp_ignored_names(self)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         losses = {"rec": self.domain(batch)}
@@ -87,17 +82,15 @@ def neighbour_mean(graph: CSR, rows: torch.Tensor, table: torch.Tensor) -> torch
     return torch.sparse.mm(mean_op, table)  # (m, d)
 
 
-class RLMRecGen(Method):
+class RLMRecGen(AlignmentMethod):
     """``rlmrec-gen``; see the module docstring."""
 
     name = "rlmrec-gen"
-    required_augmentations = ("user_semantic", "item_semantic", "train_interactions")
+    required_augmentations = (*AlignmentMethod.required_augmentations, "train_interactions")
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        reject_zero3(cfg, self.name)
         r = cfg.method.rlmrec
-        self.semantic = SemanticTables(domain, inputs)
         self.sides = _sides(cfg)
         self.mask_ratio = r.mask_ratio
         uids, iids = np.asarray(inputs["train_interactions"], dtype=np.int64)
@@ -105,7 +98,6 @@ class RLMRecGen(Method):
         self._user_items = CSR.from_pairs(uids, iids, domain.n_users)
         self._item_users = CSR.from_pairs(iids, uids, domain.n_items)
         self.recon = MaskedReconstruction(domain.dim, self.semantic.dim, r.temperature, r.hidden_dim) if self.sides else None
-        self._ddp_params_and_buffers_to_ignore = ddp_ignored_names(self)
 
     def _mask(self, ids: torch.Tensor) -> torch.Tensor:
         """A random ``mask_ratio`` share of ``ids`` (at least 2 when there are, so InfoNCE has a negative)."""
