@@ -75,7 +75,8 @@ class ColumnMapping(_Section):
     rating: Optional[str] = "rating"
     """Column holding the rating; None means every row is a positive event with rating 1."""
     timestamp: Optional[str] = "timestamp"
-    """Column holding the event time (unix seconds/ms or an ISO-8601 string); None uses the row order."""
+    """Column holding the event time (unix seconds/ms or an ISO-8601 string); None uses the global
+    input order (files in listing order, then rows) as the time, recorded in the manifest."""
     title: str = "title"
     """Column holding an item's title in a generic item table."""
     text: Optional[str] = "text"
@@ -118,7 +119,9 @@ class PreprocessConfig(_Section):
     kcore_item: int = 5
     """Iterative k-core: drop items with fewer than this many interactions (0 disables)."""
     kcore_max_iter: int = 50
-    """Upper bound on k-core iterations (it stops earlier once nothing changes)."""
+    """Upper bound on k-core iterations (it stops earlier once nothing changes). Hitting it leaves
+    data that is not k-core: preparation then warns (KCoreNotConvergedWarning and a printed line)
+    and the manifest records ``preprocessing.kcore_converged: false``."""
     duplicates: Literal["first", "last", "keep", "error"] = "first"
     """What to do with repeated (user, item) events: keep the first or last by time, keep all,
     or fail naming the first duplicate."""
@@ -127,14 +130,33 @@ class PreprocessConfig(_Section):
     them to quarantine/ in the dataset dir and count them in the manifest."""
 
 
+SplitProtocol = Literal["leave_last_out", "temporal", "random", "random_per_user", "temporal_per_user"]
+
+
 class SplitConfig(_Section):
-    protocol: Literal["leave_last_out", "temporal", "random"] = "leave_last_out"
-    """leave_last_out: each user's last event is test, the one before valid (by time);
-    temporal: a global time cut at the valid/test quantiles; random: seeded random ratio."""
+    protocol: SplitProtocol = "leave_last_out"
+    """How events are split (time order is always ts, then input file, then row):
+
+    - leave_last_out: each user's last event is test, the one before valid (users with 2 events:
+      test only; 1 event: train);
+    - temporal: a global time cut at the valid/test quantiles of all events;
+    - random: each event independently, by a seeded hash, with probability valid/test_fraction;
+    - random_per_user: each user's events in a seeded random order, split by ratio
+      (train : valid : test = 1-valid_fraction-test_fraction : valid_fraction : test_fraction,
+      e.g. 8:1:1), as peer libraries such as RecBole do ("RS" grouped by user, random order);
+    - temporal_per_user: the same ratio split of each user's events ordered by time: the
+      earliest share train, then valid, then test.
+
+    Rounding of the per-user ratio split (RecBole's rule) for a user with n events:
+    valid = floor(n * valid_fraction), test = floor(n * test_fraction), train = the rest; then
+    test, and after it valid, takes 1 event from train when its share n * fraction is in (0, 1)
+    and train still holds at least 2 events. So at 8:1:1: n=1 -> 1/0/0, n=2 -> 1/0/1,
+    n=3 -> 1/1/1, n=10 -> 8/1/1, n=19 -> 17/1/1, n=20 -> 16/2/2; every user keeps at least
+    one training event."""
     valid_fraction: float = 0.1
-    """Fraction of events for validation (temporal and random protocols)."""
+    """Fraction of events for validation (temporal, random and the per-user ratio protocols)."""
     test_fraction: float = 0.1
-    """Fraction of events for test (temporal and random protocols)."""
+    """Fraction of events for test (temporal, random and the per-user ratio protocols)."""
 
     @model_validator(mode="after")
     def _fractions(self) -> "SplitConfig":
@@ -143,6 +165,18 @@ class SplitConfig(_Section):
         if self.valid_fraction + self.test_fraction >= 1:
             raise ValueError("data.split.valid_fraction + data.split.test_fraction must be < 1")
         return self
+
+    def describe(self) -> str:
+        """One line saying how the split was made (for run summaries and reports)."""
+        v, t = self.valid_fraction, self.test_fraction
+        ratio = f"{1 - v - t:g}:{v:g}:{t:g}"
+        return {
+            "leave_last_out": "test = each user's last event, valid = the one before",
+            "temporal": f"test = the events after a global time cut ({ratio})",
+            "random": f"test = a random sample of events ({ratio}, drawn per event)",
+            "random_per_user": f"each user's events split {ratio} in a seeded random order",
+            "temporal_per_user": f"each user's events split {ratio} by time (latest = test)",
+        }[self.protocol]
 
 
 class DataConfig(_Section):

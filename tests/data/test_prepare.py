@@ -16,9 +16,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import bridgerec.data.prepare as prepare_module
 from bridgerec.config import ConfigError, load_config
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.data.prepare import SPLITS, PrepareResult, prepare_dataset
+from bridgerec.data.prepare import SPLITS, KCoreNotConvergedWarning, PrepareResult, prepare_dataset
 from bridgerec.data.schema import DataValidationError
 from bridgerec.data.synthetic import SyntheticWorld
 
@@ -45,7 +46,11 @@ def _write_events(root: Path, text: str, name: str = "events.csv") -> Path:
 def _table_config(root: Path, text: str, *overrides: str, name: str = "events.csv"):
     """Config preparing the table ``text`` (written to ``root/name``) into ``root/dataset``;
     k-core is off unless overridden."""
-    path = _write_events(root, text, name)
+    return _source_config(root, _write_events(root, text, name), *overrides)
+
+
+def _source_config(root: Path, path: Path, *overrides: str):
+    """Config preparing the table file or directory ``path`` into ``root/dataset``; k-core off."""
     return load_config(
         None,
         [
@@ -208,13 +213,30 @@ def test_kcore_cascade_gives_exact_survivors(cascade: PrepareResult) -> None:
 
 def test_kcore_max_iter_stops_early_with_consistent_ids(ray_session, tmp_path: Path) -> None:
     """Hitting kcore_max_iter keeps the events of that pass, and every id is in the id maps."""
-    result = _prepare_table(tmp_path, CASCADE, *KCORE, "data.preprocess.kcore_max_iter=1")
+    with pytest.warns(KCoreNotConvergedWarning):
+        result = _prepare_table(tmp_path, CASCADE, *KCORE, "data.preprocess.kcore_max_iter=1")
     survivors = _triples(result.path)
     assert len(survivors) == 23 - 3  # pass 1 removed u1's two events and Z's one
     assert {u for u, _, _ in survivors} == set(CORE_USERS) | {"u2"}
     assert {i for _, i, _ in survivors} == set("PQRSXY")
     assert result.manifest["counts"]["kcore_iterations"] == 1
     _assert_dense_ids(result.path)
+
+
+def test_kcore_not_converged_warns_and_is_recorded(ray_session, tmp_path: Path, cascade: PrepareResult) -> None:
+    """Stopping at kcore_max_iter with users/items still below the minimum is not silent: a
+    Python warning, a printed WARNING line naming the key, and preprocessing.kcore_converged=false
+    in the manifest. A converged run records true."""
+    lines: list[str] = []
+    cfg = _table_config(tmp_path, CASCADE, *KCORE, "data.preprocess.kcore_max_iter=2")
+    with pytest.warns(KCoreNotConvergedWarning, match=r"kcore_max_iter=2 .* NOT 3/2-core"):
+        result = prepare_dataset(cfg, log=lines.append)
+    (line,) = [m for m in lines if "WARNING" in m]
+    # after pass 2 (X dropped) u2 has 2 events: the pass that would drop it never runs
+    assert "data.preprocess.kcore_max_iter=2" in line and "1 users have fewer than 3" in line and "0 items" in line
+    pre = result.manifest["preprocessing"]
+    assert (pre["kcore_converged"], pre["kcore_iterations"], pre["kcore_users_below_min"], pre["kcore_items_below_min"]) == (False, 2, 1, 0)
+    assert (cascade.manifest["preprocessing"]["kcore_converged"], cascade.manifest["preprocessing"]["kcore_iterations"]) == (True, 4)
 
 
 def test_kcore_holds_on_synthetic(tiny_dataset: str, tiny_config) -> None:
@@ -295,6 +317,134 @@ def test_random_split_deterministic_per_seed(random_runs: dict) -> None:
     other = random_runs["other"]
     assert _pairs(_split_frames(other.path)["test"]) != _pairs(random_runs["first_splits"]["test"])
     assert other.manifest["content_hash"] != first.manifest["content_hash"]
+
+
+# Per-user ratio protocols. User "n<K>" has K events (distinct items, times 1000 + 10*k, listed
+# newest first so that file order disagrees with time); user "tie" has 10 events at the same
+# second whose items run backwards ("j9" in row 1 ... "j0" in row 10), so ordering ties by item id
+# would reverse them.
+PER_USER_SIZES = (1, 2, 3, 4, 5, 10, 19, 20)
+PER_USER = _HEADER + "".join(
+    f"n{n},n{n}-i{k:02d},3,{1000 + 10 * k}\n" for n in PER_USER_SIZES for k in reversed(range(n))
+) + "".join(f"tie,j{9 - r},3,500\n" for r in range(10))
+# (train, valid, test) per user at 8:1:1, by the rounding rule of SplitConfig.protocol's docstring
+EXPECTED_8_1_1 = {1: (1, 0, 0), 2: (1, 0, 1), 3: (1, 1, 1), 4: (2, 1, 1), 5: (3, 1, 1), 10: (8, 1, 1), 19: (17, 1, 1), 20: (16, 2, 2)}
+
+
+def _per_user_sizes(path: str) -> dict[str, tuple[int, int, int]]:
+    frames = {name: _original_ids(path, frame) for name, frame in _split_frames(path).items()}
+    users = sorted(set().union(*(set(f["user_id"]) for f in frames.values())))
+    return {u: tuple(int((frames[name]["user_id"] == u).sum()) for name in SPLITS) for u in users}
+
+
+@pytest.fixture(scope="module")
+def per_user_runs(ray_session, tmp_path_factory) -> dict:
+    """PER_USER under both per-user protocols at 8:1:1 (seed 0), again with 7 partitions and
+    3-row read blocks, and with seed 1."""
+    runs = {}
+    for protocol in ("random_per_user", "temporal_per_user"):
+        root = tmp_path_factory.mktemp(protocol)
+        over = (f"data.split.protocol={protocol}", "data.split.valid_fraction=0.1", "data.split.test_fraction=0.1")
+        runs[protocol] = _prepare_table(root, PER_USER, *over)
+        runs[protocol + "/splits"] = _split_frames(runs[protocol].path)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(prepare_module, "_n_partitions", lambda n_rows: 7)
+            runs[protocol + "/relaid"] = _prepare_table(root, PER_USER, *over, f"data.output_dir={root / 'relaid'}",
+                                                        "data.read_batch_rows=3")
+        runs[protocol + "/seed1"] = _prepare_table(tmp_path_factory.mktemp(protocol + "-seed1"), PER_USER, *over, "data.seed=1")
+    return runs
+
+
+@pytest.mark.parametrize("protocol", ["random_per_user", "temporal_per_user"])
+def test_per_user_ratio_sizes_follow_the_rounding_rule(per_user_runs: dict, protocol: str) -> None:
+    result = per_user_runs[protocol]
+    sizes = _per_user_sizes(result.path)
+    assert sizes == {**{f"n{n}": EXPECTED_8_1_1[n] for n in PER_USER_SIZES}, "tie": (8, 1, 1)}
+    _assert_manifest_counts(result.path)
+    assert result.manifest["split"]["protocol"] == protocol
+
+
+@pytest.mark.parametrize("protocol", ["random_per_user", "temporal_per_user"])
+def test_per_user_ratio_is_deterministic_and_layout_independent(per_user_runs: dict, protocol: str) -> None:
+    """Other partitions and read blocks give the same splits and content hash; for the random
+    order another seed gives other test events, for the time order the same ones."""
+    first, relaid, seed1 = (per_user_runs[protocol + k] for k in ("", "/relaid", "/seed1"))
+    assert not relaid.reused
+    assert relaid.manifest["content_hash"] == first.manifest["content_hash"]
+    for name, frame in _split_frames(relaid.path).items():
+        assert _pairs(frame) == _pairs(per_user_runs[protocol + "/splits"][name]), name
+    same_test = _triples(seed1.path, "test") == _triples(first.path, "test")
+    assert same_test == (protocol == "temporal_per_user")
+
+
+def test_temporal_per_user_orders_by_time_then_row(per_user_runs: dict) -> None:
+    path = per_user_runs["temporal_per_user"].path
+    frames = {name: _original_ids(path, frame) for name, frame in _split_frames(path).items()}
+    for user, per in pd.concat([f.assign(split=n) for n, f in frames.items()]).groupby("user_id"):
+        ts = {name: per.loc[per["split"] == name, "ts"] for name in SPLITS}
+        if len(ts["valid"]):
+            assert ts["train"].max() <= ts["valid"].min() and ts["valid"].max() <= ts["test"].min(), user
+        if len(ts["test"]):
+            assert ts["train"].max() <= ts["test"].min(), user
+    # same-second events keep their file order: rows 9 and 10 hold j1 and j0
+    assert _triples(path, "test") >= {("tie", "j0", 500)} and ("tie", "j1", 500) in _triples(path, "valid")
+
+
+def test_random_per_user_is_not_the_time_order(per_user_runs: dict) -> None:
+    path = per_user_runs["random_per_user"].path
+    test = _original_ids(path, _split_frames(path)["test"])
+    latest = _original_ids(path, _interactions(path)).groupby("user_id")["ts"].max()
+    assert (test["ts"].to_numpy() < latest.reindex(test["user_id"]).to_numpy()).any()
+
+
+# ----------------------------------------------------------------------------- input order and ids
+
+# Two files of one directory, read in listing order. User a has three events at ts 200: item z
+# (file 1, row 2), item b (file 1, row 3), item c (file 2, row 1): in input order c is the last.
+TIES_1 = _HEADER + "a,m,5,100\na,z,4,200\na,b,3,200\nq,m,1,50\n"
+TIES_2 = _HEADER + "a,c,3,200\nq,z,1,50\n"
+
+
+def _prepare_dir(root: Path, files: dict[str, str], *overrides: str) -> PrepareResult:
+    directory = root / "events"
+    for name, text in files.items():
+        _write_events(directory, text, name)
+    return prepare_dataset(_source_config(root, directory, *overrides), log=_quiet)
+
+
+def test_timestamp_ties_follow_file_then_row(ray_session, tmp_path: Path) -> None:
+    result = _prepare_dir(tmp_path, {"part-1.csv": TIES_1, "part-2.csv": TIES_2})
+    assert _triples(result.path, "test") == {("a", "c", 200), ("q", "z", 50)}
+    assert ("a", "b", 200) in _triples(result.path, "valid")
+    frame = _original_ids(result.path, _interactions(result.path)).sort_values("seq")
+    assert list(zip(frame["user_id"], frame["item_id"])) == [("a", "m"), ("a", "z"), ("a", "b"), ("q", "m"), ("a", "c"), ("q", "z")]
+    assert result.manifest["preprocessing"]["time_order"].startswith("ts, then the event's file")
+
+
+NO_TIME_1 = "user_id,item_id\na,x\na,y\nb,x\n"
+NO_TIME_2 = "user_id,item_id\na,z\nb,y\n"
+
+
+def test_table_without_timestamps_uses_global_input_order(ray_session, tmp_path: Path) -> None:
+    """Without a timestamp column, ts is the position in the whole input (file order, then row),
+    not the row number in each file (which would put both files' first rows at the same time)."""
+    result = _prepare_dir(tmp_path, {"part-1.csv": NO_TIME_1, "part-2.csv": NO_TIME_2},
+                          "data.source.columns.timestamp=null", "data.source.columns.rating=null")
+    assert _triples(result.path) == {("a", "x", 1), ("a", "y", 2), ("b", "x", 3), ("a", "z", 4), ("b", "y", 5)}
+    assert _triples(result.path, "test") == {("a", "z", 4), ("b", "y", 5)}
+    pre = result.manifest["preprocessing"]
+    assert pre["timestamps"] == "input_order" and "earlier files" in pre["timestamps_rule"]
+
+
+def test_float_ids_do_not_collide(ray_session, tmp_path: Path) -> None:
+    """Parquet float ids 1.5 and 1.7 are two users (not both "1"); 2.0 is "2"."""
+    path = tmp_path / "events.parquet"
+    pd.DataFrame({"user_id": [1.5, 1.7, 2.0, 1.5], "item_id": [10.0, 10.0, 10.5, 10.5],
+                  "rating": [1.0, 2.0, 3.0, 4.0], "timestamp": [1, 2, 3, 4]}).to_parquet(path, index=False)
+    result = prepare_dataset(_source_config(tmp_path, path), log=_quiet)
+    assert DatasetDir(result.path).users()["user_id"].tolist() == ["1.5", "1.7", "2"]
+    assert DatasetDir(result.path).items()["item_id"].tolist() == ["10", "10.5"]
+    assert result.manifest["counts"]["interactions"] == 4
 
 
 # ----------------------------------------------------------------------------- manifest and ids
@@ -479,7 +629,7 @@ def test_bad_enum_names_key_and_allowed_values() -> None:
         load_config(None, ["data.split.protocol=bogus"])
     message = str(info.value)
     assert "data.split.protocol" in message and "bogus" in message
-    for allowed in ("leave_last_out", "temporal", "random"):
+    for allowed in ("leave_last_out", "temporal", "random", "random_per_user", "temporal_per_user"):
         assert allowed in message
 
 

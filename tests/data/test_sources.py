@@ -361,3 +361,25 @@ def test_table_missing_mapped_column(tmp_path: Path, fmt: str) -> None:
     expected = f"file {path}: column 'iid' (data.source.columns.item) not found; columns are "
     with pytest.raises(ValueError, match=re.escape(expected)):
         _events(src)
+
+
+def test_float_ids_keep_their_value_in_events_and_metadata(tmp_path: Path) -> None:
+    """Float ids (a Parquet column, JSON numbers) that are not whole numbers are not truncated:
+    1.5 and 1.7 stay two ids; whole floats read as integers ("2", not "2.0"); event ids and item
+    metadata ids are cast alike, so the item table still joins."""
+    d = tmp_path / "t"
+    d.mkdir()
+    pq.write_table(pa.table({"user_id": [1.5, 1.7, 2.0], "item_id": [10.25, 10.75, 11.0], "rating": [1.0, 2.0, 3.0],
+                             "timestamp": [1, 2, 3]}), d / "events.parquet")
+    pq.write_table(pa.table({"item_id": [10.25, 10.75, 11.0], "title": ["A", "B", "C"], "text": ["a", "b", "c"]}),
+                   tmp_path / "items.parquet")
+    src = TableSource(str(d / "events.parquet"), items_path=str(tmp_path / "items.parquet"))
+    good, bad = validate_events(_events(src))
+    assert bad.empty
+    assert good["user_id"].tolist() == ["1.5", "1.7", "2"]
+    assert good["item_id"].tolist() == ["10.25", "10.75", "11"]
+    assert src.read_items()[["item_id", "title"]].values.tolist() == [["10.25", "A"], ["10.75", "B"], ["11", "C"]]
+    # JSON numbers arrive as Python objects of mixed type
+    mixed = pd.DataFrame({"user_id": [1.5, 7, "u", 3.0], "item_id": ["x"] * 4, "ts": [1] * 4, "rating": [1] * 4,
+                          "_file": "f", "_row": [1, 2, 3, 4]}, dtype=object)
+    assert validate_events(mixed)[0]["user_id"].tolist() == ["1.5", "7", "u", "3"]

@@ -17,7 +17,10 @@ __all__ = ["DatasetDir"]
 @dataclass
 class DatasetDir:
     """A prepared dataset: ``interactions/``, ``splits/{train,valid,test}/``, ``items/``, ``users/``,
-    ``manifest.json``. Ids ``uid``/``iid`` are dense int64 from 0."""
+    ``manifest.json``. Ids ``uid``/``iid`` are dense int64 from 0. Event tables hold ``uid``,
+    ``iid``, ``ts``, ``rating`` and ``seq`` (int64, the event's input order: file index << 40 |
+    row); order a user's events by ``(ts, seq)`` to follow the splits' time order (ties in ``ts``
+    keep the input order; the manifest's ``preprocessing.time_order`` says so)."""
 
     path: str
 

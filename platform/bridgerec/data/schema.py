@@ -8,12 +8,14 @@ file, row and column, or, with ``bad_rows="quarantine"``, is returned in a separ
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from bridgerec.data.sources.base import RAW_COLUMNS
 
-__all__ = ["DataValidationError", "EVENT_COLUMNS", "validate_events", "QUARANTINE_COLUMNS"]
+__all__ = ["DataValidationError", "EVENT_COLUMNS", "validate_events", "QUARANTINE_COLUMNS", "id_text"]
 
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "rating"]
 QUARANTINE_COLUMNS = ["_file", "_row", "_column", "_reason", "value"]
@@ -32,15 +34,34 @@ class DataValidationError(ValueError):
         return (type(self), (self.file, self.row, self.column, self.reason, self.value, self.source_column))
 
 
-def _ids(col: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Cast ids to str; bad = null or empty after stripping."""
+def _float_id(value: float) -> str:
+    """A float id as text: exact integers as integers ("12", not "12.0"), the rest as the shortest
+    text that reads back as the same float ("1.5"), so distinct numbers never share an id."""
+    return str(int(value)) if math.isfinite(value) and value == int(value) else repr(float(value))
+
+
+def id_text(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Ids as ``str`` and the mask of bad ones (null, or empty after stripping).
+
+    Strings are stripped. Floats (a numeric column with nulls, numbers in JSON) that are exact
+    integers become ``"12"``; other floats keep their value (``1.5`` -> ``"1.5"``): truncating
+    them would merge distinct ids. Event ids and metadata ids are cast by this one function.
+    """
     bad = col.isna()
-    s = col.where(~bad, "").astype(str).str.strip()
-    # floats that are whole numbers (from CSV inference) become "12", not "12.0"
-    if col.dtype.kind == "f":
-        s = col.where(~bad, 0).astype("int64").astype(str)
-    bad |= s == ""
-    return s, bad
+    kind = col.dtype.kind if col.dtype.kind in "fiub" else pd.api.types.infer_dtype(col, skipna=True)
+    if kind not in ("i", "u", "b", "string", "empty", "integer", "boolean"):  # may hold floats: elementwise
+        text = pd.Series(
+            ["" if miss else _float_id(v) if isinstance(v, (float, np.floating)) else str(v).strip()
+             for v, miss in zip(col.to_numpy(dtype=object), bad.to_numpy())],
+            index=col.index, dtype=object,
+        ).astype(str)
+    else:  # strings, integers: vectorised
+        text = col.where(~bad, "").astype(str).str.strip()
+    return text, bad | (text == "")
+
+
+def _ids(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    return id_text(col)
 
 
 def _ratings(col: pd.Series) -> tuple[pd.Series, pd.Series]:

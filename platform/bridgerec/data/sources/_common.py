@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bridgerec.data import fs
+from bridgerec.data.schema import id_text
 from bridgerec.data.sources.base import RAW_COLUMNS
 
 __all__ = [
@@ -247,14 +248,10 @@ def to_seconds(values: pd.Series, unit: str) -> pd.Series:
 
 
 def id_strings(values: pd.Series) -> pd.Series:
-    """Ids as ``str`` the way validation casts event ids (whole floats -> "12"); nulls stay null."""
-    values = values.reset_index(drop=True)
-    missing = values.isna()
-    if values.dtype.kind == "f":
-        text = values.where(~missing, 0).astype("int64").astype(str)
-    else:
-        text = values.astype(object).where(~missing, "").astype(str).str.strip()
-    return text.astype(object).where(~missing & (text != ""), None)
+    """Ids as ``str`` exactly as validation casts event ids (:func:`bridgerec.data.schema.id_text`:
+    whole floats -> "12", other floats keep their value); null or empty ids become None."""
+    text, bad = id_text(values.reset_index(drop=True))
+    return text.astype(object).where(~bad, None)
 
 
 def _text_column(values: Any, n: int) -> pd.Series:

@@ -14,6 +14,11 @@ Values are *not* validated by the source: :mod:`bridgerec.data.schema` checks an
 a bad value is reported with file, row and column in one place. Sources must stream: no reading
 a whole large file into memory; yield chunks of about ``chunk_rows`` rows.
 
+A source without event times yields each row's number in its file as ``ts`` and sets the
+optional attribute ``time_from_input_order = True``; the pipeline then replaces ``ts`` with one
+global order (the order of :meth:`Source.event_files`, then the row) and records that in the
+manifest. Timestamp ties are always broken by that same input order (file, then row).
+
 Item metadata (``read_items``) returns a DataFrame with ``item_id`` (str), ``title`` (str) and
 ``text`` (str, may be empty); user metadata (``read_users``) ``user_id`` and ``text``; either
 may be ``None`` when the source has none.

@@ -6,7 +6,9 @@ Columns come from ``data.source.columns`` (:class:`~bridgerec.config.ColumnMappi
 - ``rating``: the rating; ``None`` gives every row rating 1.0 (implicit feedback);
 - ``timestamp``: numbers in ``data.source.timestamp_unit`` (s/ms/us/ns) are converted to
   seconds, Parquet timestamps too; strings pass through (validation parses ISO dates);
-  ``None`` uses the row number as the time;
+  ``None`` has no time: the source yields each row's number in its file and the pipeline
+  replaces it with the global input order (file order, then row; see
+  :attr:`TableSource.time_from_input_order`), which the manifest records;
 - ``title`` / ``text``: the item table at ``data.source.items_path`` (``text`` may be ``None``).
 
 The format is ``data.source.format`` or, when that is unset, the extension (``.parquet``/``.pq``,
@@ -174,6 +176,12 @@ class TableSource:
         cols = self.columns
         mapped = {"user_id": cols.user, "item_id": cols.item, "rating": cols.rating, "ts": cols.timestamp}
         return {k: v for k, v in mapped.items() if v}
+
+    @property
+    def time_from_input_order(self) -> bool:
+        """True when the table has no timestamp column: ``ts`` is then the per-file row number,
+        which :func:`bridgerec.data.prepare.prepare_dataset` turns into one global order."""
+        return not self.columns.timestamp
 
     def event_files(self) -> list[str]:
         return list(self._files)
