@@ -26,10 +26,10 @@ import numpy as np
 
 from bridgerec.config import Config, load_config
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.evaluation import EvalResult, evaluate_split
+from bridgerec.evaluation import EvalResult
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.training import train
-from bridgerec.workflows import prepare
+from bridgerec.workflows import evaluate_model, prepare
 
 METHODS = {
     "base": "lightgcn_synthetic.yaml",
@@ -69,7 +69,7 @@ def run(cfg: Config, data: DatasetDir) -> tuple[EvalResult, float]:
     load_method_inputs(cfg, data)  # semantic inputs: computed and cached before the clock
     t0 = time.perf_counter()
     model = train(cfg, data).model
-    test = evaluate_split(model.full_scores, data, cfg.eval, "test")
+    test = evaluate_model(model, data, cfg.eval, "test")  # sequence models: + validation history
     return test, time.perf_counter() - t0
 
 

@@ -104,13 +104,18 @@ def test_full_ranking_exclude_masks_validation_items() -> None:
     np.testing.assert_allclose(res.per_user["mrr@3"], [1 / 2, 1 / 3, 1 / 2])
 
 
-def test_full_ranking_masked_truth_and_k_beyond_catalogue() -> None:
+def test_full_ranking_masked_truth_and_k_equal_to_catalogue() -> None:
     # u0's truth item 0 is also in train: it stays in |R_u| but can never be retrieved.
     truth = _pairs({0: [0, 2]})
-    res = full_ranking(_matrix_fn(SCORES), 4, 6, TRAIN, truth, ks=[10])
-    # 5 rankable items fill ranks 1..5, the masked item 0 is an empty slot, ranks 7..10 do not exist
-    np.testing.assert_allclose(res.per_user["recall@10"], [1 / 2])
-    np.testing.assert_allclose(res.per_user["precision@10"], [1 / 10])
+    res = full_ranking(_matrix_fn(SCORES), 4, 6, TRAIN, truth, ks=[6])
+    # 5 rankable items fill ranks 1..5, the masked item 0 is an empty slot at rank 6
+    np.testing.assert_allclose(res.per_user["recall@6"], [1 / 2])
+    np.testing.assert_allclose(res.per_user["precision@6"], [1 / 6])
+
+
+def test_full_ranking_rejects_k_beyond_catalogue() -> None:
+    with pytest.raises(ValueError, match=r"K=10 is larger than the catalogue of 6 items.*eval\.ks"):
+        full_ranking(_matrix_fn(SCORES), 4, 6, TRAIN, TRUTH, ks=[1, 10])
 
 
 def test_full_ranking_rejects_bad_scores_and_ids() -> None:

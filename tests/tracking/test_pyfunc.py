@@ -1,5 +1,6 @@
 """The registered pyfunc recommender: logged from an MF model, loaded by registry URI (version and
-alias), equal to a numpy top-k reference, and loadable in a separate plain Python process."""
+alias), equal to a numpy top-k reference, never returning a user's known (train, valid or test)
+item, and loadable in a separate plain Python process; a SASRec one serves full-history embeddings."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import torch
 
 from bridgerec.config import ModelConfig
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.models import build_model
+from bridgerec.models import SERVING_HISTORY, build_model, build_model_for_dataset, histories_for
 from bridgerec.tracking import log_pyfunc_model
-from bridgerec.tracking.pyfunc import seen_csr
+from bridgerec.tracking.pyfunc import known_pairs, seen_csr
 
 NAME = "bridgerec-test-mf"
 K = 5
@@ -49,12 +50,12 @@ def loaded(logged):
 
 
 def _reference(logged, user_ids: list[str], k: int) -> pd.DataFrame:
-    """Plain numpy: scores = U @ I.T, training items masked, top-k by score."""
+    """Plain numpy: scores = U @ I.T, every known (train, valid, test) item masked, top-k by score."""
     data, model = logged["data"], logged["model"]
     users, items = (t.numpy().astype(np.float64) for t in model.export_embeddings())
     uid_of = dict(zip(data.users()["user_id"].astype(str), data.users()["uid"]))
     item_tab = data.items()
-    tu, ti = data.pairs("train")
+    tu, ti = (np.concatenate(a) for a in zip(*(data.pairs(s) for s in ("train", "valid", "test"))))
     rows = []
     for user in user_ids:
         u = uid_of[user]
@@ -92,17 +93,19 @@ def test_predict_equals_numpy_reference(logged, loaded):
     assert out.groupby("user_id").size().max() == K
 
 
-def test_training_items_excluded(logged, loaded):
+def test_known_items_never_returned(logged, loaded):
+    """Serving excludes every known interaction: train, and also the user's valid and test items."""
     data = logged["data"]
     users = data.users()["user_id"].astype(str).tolist()
     out = loaded.predict(pd.DataFrame({"user_id": users, "k": [20] * len(users)}))
     uid_of = dict(zip(users, data.users()["uid"]))
     iid_of = dict(zip(data.items()["item_id"].astype(str), data.items()["iid"]))
-    indptr, indices = seen_csr(*data.pairs("train"), n_users=data.n_users)
+    known = {split: set(zip(*(a.tolist() for a in data.pairs(split)))) for split in ("train", "valid", "test")}
+    assert known["valid"] and known["test"]
+    returned = {(uid_of[u], iid_of[i]) for u, i in zip(out["user_id"], out["item_id"])}
+    for split, pairs in known.items():
+        assert not returned & pairs, f"recommended {len(returned & pairs)} of the users' own {split} items"
     for user, group in out.groupby("user_id"):
-        u = uid_of[user]
-        seen = set(indices[indptr[u] : indptr[u + 1]].tolist())
-        assert not seen & {iid_of[i] for i in group["item_id"]}
         assert group["rank"].tolist() == list(range(1, len(group) + 1))
         assert (np.diff(group["score"].to_numpy()) <= 0).all()
 
@@ -134,7 +137,7 @@ def test_unknown_users_popularity_fallback(logged):
     m = mlflow.pyfunc.load_model(f"models:/{NAME}/1", model_config={"unknown_user": "popular"})
     out = m.predict(pd.DataFrame({"user_id": ["nobody"], "k": np.array([4], dtype=np.int64)}))
     data = logged["data"]
-    counts = np.bincount(data.pairs("train")[1], minlength=data.n_items)
+    counts = np.bincount(seen_csr(*known_pairs(data), n_users=data.n_users)[1], minlength=data.n_items)  # users per item
     expected = np.lexsort((np.arange(data.n_items), -counts))[:4]
     assert out["item_id"].tolist() == data.items()["item_id"].astype(str)[expected].tolist()
     assert out["score"].tolist() == counts[expected].astype(float).tolist()
@@ -196,3 +199,31 @@ def test_topk_chunked_matches_bruteforce(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="k must be >= 1"):
         m.predict(None, pd.DataFrame({"user_id": ["u1"], "k": [0]}))
     assert m.predict(None, pd.DataFrame({"user_id": []})).columns.tolist() == ["user_id", "rank", "item_id", "title", "score"]
+
+
+def test_sasrec_serves_full_history_embeddings(tiny_dataset, tiny_config, tmp_path):
+    """A sequence model's served user embeddings encode every known event (train, valid, test);
+    the model itself is back on its training histories afterwards."""
+    data = DatasetDir(tiny_dataset)
+    torch.manual_seed(0)
+    model = build_model_for_dataset(ModelConfig(name="sasrec", dim=8, n_heads=2, n_layers=1, max_seq_len=5), data).eval()
+    train_emb = model.export_embeddings()[0]
+    train_hist = model.histories
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/m.db")
+    mlflow.set_experiment("pyfunc-sasrec")
+    with mlflow.start_run():
+        info = log_pyfunc_model(model, data, tiny_config, k=K)
+    served = np.load(os.path.join(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")),
+                                  "artifacts", "user_embeddings.npy"))
+    full = histories_for(data, SERVING_HISTORY)
+    indptr, items = full
+    tu, ti = data.pairs("test")
+    u = int(tu[0])
+    assert items[indptr[u + 1] - 1] in set(ti[tu == u].tolist())  # leave-last-out: ends with the test item
+    reference = build_model_for_dataset(ModelConfig(name="sasrec", dim=8, n_heads=2, n_layers=1, max_seq_len=5), data)
+    reference.load_state_dict(model.state_dict())
+    reference.set_histories(full)
+    np.testing.assert_allclose(served, reference.eval().export_embeddings()[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(served, train_emb.numpy())
+    assert model.histories[0] is train_hist[0] and model.histories[1] is train_hist[1]
+    torch.testing.assert_close(model.export_embeddings()[0], train_emb)

@@ -12,7 +12,7 @@ from bridgerec.evaluation.evaluator import (
     popularity_scores,
     sampled_ranking,
 )
-from bridgerec.evaluation.runner import evaluate_split
+from bridgerec.evaluation.runner import check_eval_ks, evaluate_split
 from bridgerec.evaluation.metrics import (
     METRIC_NAMES,
     compute_metrics,
@@ -25,6 +25,7 @@ from bridgerec.evaluation.metrics import (
 )
 
 __all__ = [
+    "check_eval_ks",
     "evaluate_split",
     "CSR",
     "EvalResult",

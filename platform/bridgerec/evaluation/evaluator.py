@@ -10,7 +10,7 @@ Two protocols:
   ``user_batch_size x n_items`` scores are alive at once. Items the user has in ``train`` (and in
   ``exclude``, e.g. validation items while testing) are set to ``-inf`` before the top-K; ties are
   broken by the lower item id. Positions filled by ``-inf`` items (a user with fewer than K
-  rankable items) never count as hits. Ground-truth items that are also masked stay in
+  rankable items) never count as hits. No cut-off may exceed ``n_items`` (ValueError). Ground-truth items that are also masked stay in
   ``|R_u|``: they cannot be retrieved, which is charged to the model as in RecBole.
 * :func:`sampled_ranking` ranks each (user, ground-truth item) pair against ``num_negatives``
   sampled items the user never interacted with (for expensive scorers such as LLM rankers).
@@ -171,10 +171,14 @@ def _contains(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == query
 
 
-def _check_ks(ks: Sequence[int]) -> list[int]:
+def _check_ks(ks: Sequence[int], n_items: Optional[int] = None) -> list[int]:
+    """Sorted distinct cut-offs; each must be >= 1 and, with ``n_items``, at most the catalogue."""
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be a non-empty list of positive cut-offs, got {ks}")
+    if n_items is not None and ks[-1] > n_items:
+        raise ValueError(f"ks: cut-off K={ks[-1]} is larger than the catalogue of {n_items} items; "
+                         f"set eval.ks to values <= {n_items}")
     return ks
 
 
@@ -395,9 +399,10 @@ def full_ranking(
     any device; masking and top-K run on that device), called under ``torch.no_grad`` on consecutive batches of at most
     ``user_batch_size`` evaluated users (ascending ids). ``train`` and ``exclude`` items get
     ``-inf`` before the top-``max(ks)``; ties go to the lower item id, so the result does not
-    depend on ``user_batch_size`` provided ``score_fn``'s rows do not either. NaN scores raise.
+    depend on ``user_batch_size`` provided ``score_fn``'s rows do not either. NaN scores raise,
+    and so does a cut-off larger than the catalogue (``max(ks) > n_items``).
     """
-    ks = _check_ks(ks)
+    ks = _check_ks(ks, n_items)
     if user_batch_size < 1:
         raise ValueError("user_batch_size must be >= 1")
     train = _check_pairs(train, n_users, n_items, "train")
@@ -409,14 +414,12 @@ def full_ranking(
     if users.size == 0:
         raise ValueError("no user has a ground-truth item")
 
-    k = min(ks[-1], n_items)
     top = np.concatenate(
         [
-            _rank_user_batch(score_fn, users[s : s + user_batch_size], mask_csr, n_items, k)
+            _rank_user_batch(score_fn, users[s : s + user_batch_size], mask_csr, n_items, ks[-1])
             for s in range(0, len(users), user_batch_size)
         ]
-    )  # (n_eval, k)
-    top = np.pad(top, ((0, 0), (0, ks[-1] - k)), constant_values=-1)  # (n_eval, max(ks)), -1 = empty
+    )  # (n_eval, max(ks)), -1 = a masked (empty) position
     hits = _contains(truth_csr.keys(n_items), users[:, None] * n_items + top) & (top >= 0)
     per_user = compute_metrics(hits, truth_csr.counts()[users], ks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +21,13 @@ class DomainModel(nn.Module, abc.ABC):
     Implementations: ``user_embeddings()`` (U, d), ``item_embeddings()`` (I, d) — the final
     representations used for inner-product retrieval; ``score(uids, iids)`` (B,);
     ``full_scores(uids)`` (B, I); ``loss(batch)`` a scalar; and the attribute ``dim``.
+
+    A model that conditions on each user's interaction history (a sequence model) also
+    implements :attr:`histories` and :meth:`set_histories`, so that the caller decides what is
+    known history at each stage: the training items for training and validation, train +
+    validation events at test time, every known event for serving
+    (:func:`bridgerec.models.registry.histories_for`, ``conditioned_on``). Other models keep
+    the defaults: no histories, and ``set_histories`` does nothing.
     """
 
     dim: int
@@ -36,6 +44,16 @@ class DomainModel(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def loss(self, batch: Batch) -> torch.Tensor: ...
+
+    @property
+    def histories(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """CSR ``(indptr (U+1,), items (nnz,))`` of the time-ordered items each user's
+        representation is computed from now; None for models that do not condition on histories."""
+        return None
+
+    def set_histories(self, histories: tuple[np.ndarray, np.ndarray]) -> None:
+        """Condition on ``histories`` (CSR as in :attr:`histories`) from now on; drops whatever
+        was cached from the old ones. The default, for models without histories, ignores it."""
 
     def score(self, uids: torch.Tensor, iids: torch.Tensor) -> torch.Tensor:
         """(B,) scores of user ``uids[b]`` for item ``iids[b]``."""

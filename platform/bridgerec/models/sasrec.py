@@ -15,9 +15,12 @@ items before the positive — and the loss is either full-softmax cross-entropy
 ``-log softmax_i r(u, i)[pos]`` (``cfg.seq_loss = "ce"``) or BPR against ``neg`` (``"bpr"``),
 plus ``cfg.l2 * |M[target rows]|² / B`` on the item rows scored as targets.
 
-``user_embeddings()`` encodes each user's stored training history without dropout (so it is
+``user_embeddings()`` encodes each user's stored history without dropout (so it is
 deterministic in both modes), in batches; in eval mode the result is cached until ``train()``
-is called or a parameter changes. ``item_embeddings()`` is ``M[1:]``. The tables are direct
+is called, a parameter changes or :meth:`SASRec.set_histories` replaces the histories. The
+stored history is the training items the model was built with; at test time the caller
+replaces it with train + validation events, and for serving with every known event (see
+:func:`bridgerec.models.registry.histories_for` and ``conditioned_on``). ``item_embeddings()`` is ``M[1:]``. The tables are direct
 parameters of the module so that DeepSpeed ZeRO-3 gathers them in this module's forward.
 
 ``histories_from_frame`` and ``build_sequences`` turn interaction rows into the CSR of
@@ -45,8 +48,14 @@ _USER_BATCH = 1024
 # -- sequences ---------------------------------------------------------------------------------
 
 
-def histories_from_frame(uids, iids, ts, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def histories_from_frame(uids, iids, ts, n_users: int, tiebreak=None, seq=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort interaction rows by (uid, ts, iid) into per-user histories.
+
+    ``tiebreak`` (optional, one int per row) is a key between ``ts`` and ``iid``: rows are then
+    ordered by (uid, ts, tiebreak, iid) — e.g. the split a row comes from, so that a validation
+    event sorts after a training event with the same timestamp. ``seq`` (optional, the dataset's
+    input-order column: file, then row) comes after ``tiebreak`` and before ``iid``, so
+    same-second events keep the order of the input files (the order the splits were cut by).
 
     Returns ``indptr`` (U+1,), ``items`` (nnz,) — user ``u``'s history is
     ``items[indptr[u]:indptr[u+1]]`` in time order — and ``positions`` (nnz,): for each input
@@ -58,7 +67,14 @@ def histories_from_frame(uids, iids, ts, n_users: int) -> tuple[np.ndarray, np.n
         raise ValueError(f"uids, iids, ts differ in length: {len(uids)}, {len(iids)}, {len(ts)}")
     if len(uids) and (uids.min() < 0 or uids.max() >= n_users):
         raise ValueError(f"user ids outside 0..{n_users - 1}")
-    order = np.lexsort((iids, ts, uids))  # last key is primary
+    keys = [iids]  # np.lexsort: the last key is primary
+    for name, key in (("seq", seq), ("tiebreak", tiebreak)):
+        if key is not None:
+            key = np.asarray(key, dtype=np.int64)
+            if len(key) != len(uids):
+                raise ValueError(f"{name} has {len(key)} rows, expected {len(uids)}")
+            keys.append(key)
+    order = np.lexsort((*keys, ts, uids))
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(uids, minlength=n_users), out=indptr[1:])
     sorted_uids = uids[order]
@@ -120,19 +136,16 @@ def _attention_mask(seq: torch.Tensor) -> torch.Tensor:
 
 
 class SASRec(DomainModel):
-    needs_sequences = True
-
     """SASRec over ``histories=(indptr, items)``; see the module docstring for the formulas."""
+
+    needs_sequences = True
 
     def __init__(self, cfg: ModelConfig, n_users: int, n_items: int, histories=None, **_: object):
         super().__init__()
         if histories is None:
             raise ValueError("the sasrec model needs histories=(indptr, items) of the training items")
-        indptr, items = (np.asarray(a, dtype=np.int64) for a in histories)
-        if len(indptr) != n_users + 1 or indptr[-1] != len(items):
-            raise ValueError(f"histories: indptr must have n_users + 1 = {n_users + 1} entries ending at len(items)")
-        self._indptr, self._items = indptr, items  # numpy: never broadcast or checkpointed
         self.dim, self.n_users, self.n_items = cfg.dim, n_users, n_items
+        self._indptr, self._items = self._checked(histories)  # numpy: never broadcast or checkpointed
         self.max_len, self.dropout_p, self.reg, self.seq_loss = cfg.max_seq_len, cfg.dropout, cfg.l2, cfg.seq_loss
         self.item_table = nn.Parameter(torch.randn(n_items + 1, cfg.dim) * cfg.init_std)  # (I+1, d) = M
         self.pos_table = nn.Parameter(torch.randn(cfg.max_seq_len, cfg.dim) * cfg.init_std)  # (L, d) = P
@@ -141,6 +154,24 @@ class SASRec(DomainModel):
         self.blocks = nn.ModuleList(_Block(cfg.dim, cfg.n_heads) for _ in range(cfg.n_layers))
         self.ln_out = nn.LayerNorm(cfg.dim)
         self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    # -- histories ---------------------------------------------------------------------------
+
+    def _checked(self, histories) -> tuple[np.ndarray, np.ndarray]:
+        indptr, items = (np.asarray(a, dtype=np.int64) for a in histories)
+        if len(indptr) != self.n_users + 1 or indptr[-1] != len(items):
+            raise ValueError(f"histories: indptr must have n_users + 1 = {self.n_users + 1} entries ending at len(items)")
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise ValueError(f"histories: item ids must lie in 0..{self.n_items - 1}")
+        return indptr, items
+
+    @property
+    def histories(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._indptr, self._items
+
+    def set_histories(self, histories) -> None:
+        self._indptr, self._items = self._checked(histories)
+        self._cache = None  # the cached user states encode the old histories
 
     # -- encoder -----------------------------------------------------------------------------
 
@@ -157,7 +188,8 @@ class SASRec(DomainModel):
         return self.ln_out(x)  # (B, L, d)
 
     def user_sequences(self, uids) -> torch.Tensor:
-        """(B, L) the last ``max_seq_len`` training items of each user, as model input."""
+        """(B, L) the last ``max_seq_len`` items of each user's current history (the training
+        items unless :meth:`set_histories` replaced them), as model input."""
         uids = np.asarray(uids.cpu() if torch.is_tensor(uids) else uids, dtype=np.int64)
         lengths = self._indptr[uids + 1] - self._indptr[uids]
         seq = build_sequences((self._indptr, self._items), uids, lengths, self.max_len)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform as _platform
 import shutil
@@ -106,14 +107,20 @@ def log_eval(result: EvalResult, prefix: str = "test_") -> dict[str, float]:
 
 def log_model_artifacts(model, data: DatasetDir, cfg: Config, artifact_path: str = "model") -> None:
     """Weights, the method's serving files (final user/item embeddings), id maps and config
-    under ``artifact_path``; ``model`` is a :class:`~bridgerec.methods.Method`."""
+    under ``artifact_path``; ``model`` is a :class:`~bridgerec.methods.Method`.
+
+    The serving embeddings are computed with sequence models conditioned on each user's full
+    known history (train, valid and test), as serving sees it; the weights do not depend on it."""
     import mlflow
     import torch
+
+    from bridgerec.models import SERVING_HISTORY, conditioned_on, histories_for
 
     d = tempfile.mkdtemp(prefix="bridgerec-artifacts-")
     try:
         torch.save(model.state_dict(), os.path.join(d, "weights.pt"))
-        model.export_artifacts(d)  # the method's serving files: final user/item embeddings, ...
+        with conditioned_on(model, functools.partial(histories_for, data, SERVING_HISTORY)):
+            model.export_artifacts(d)  # the method's serving files: final user/item embeddings, ...
         data.users()[["uid", "user_id"]].to_parquet(os.path.join(d, "user_ids.parquet"), index=False)
         data.items()[["iid", "item_id", "title"]].to_parquet(os.path.join(d, "item_ids.parquet"), index=False)
         with open(os.path.join(d, "config.yaml"), "w") as fh:

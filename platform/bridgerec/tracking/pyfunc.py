@@ -9,21 +9,24 @@ in a plain Python process. Everything that needs bridgerec is imported inside
 
 Artifacts of the logged model (``artifacts/`` inside the MLflow model)::
 
-    user_embeddings.npy   (U, d) float32 final user representations (row = dense uid)
+    user_embeddings.npy   (U, d) float32 final user representations (row = dense uid); a
+                          sequence model encodes each user's full known history
     item_embeddings.npy   (I, d) float32 final item representations (row = dense iid)
     user_ids.parquet      uid, user_id (original id)
     item_ids.parquet      iid, item_id (original id), title
-    seen.npz              CSR (indptr (U+1,), indices) of each user's training items, sorted
+    seen.npz              CSR (indptr (U+1,), indices) of each user's known items — every
+                          interaction in the train, valid and test splits — sorted
 
 Prediction: input DataFrame with ``user_id`` (str, original id) and optional ``k`` (int, per row;
 default ``model_config["k"]``); output DataFrame ``user_id, rank (1..k), item_id, title, score``,
-the top-k items by inner product with the user's training items excluded. Users with fewer than
-k unseen items get fewer rows.
+the top-k items by inner product with every item the user is known to have interacted with
+excluded (at serving time all of train, valid and test is history). Users with fewer than k
+unseen items get fewer rows.
 
 Unknown user ids: by default (``model_config["unknown_user"] = "error"``) the whole call raises a
 ``ValueError`` that names them (a silent fallback hides id-mapping bugs). With ``"popular"`` they
-get the most popular training items instead (score = training interaction count). Override at
-load time: ``mlflow.pyfunc.load_model(uri, model_config={"unknown_user": "popular"})``.
+get the most popular items instead (score = number of users known to have interacted with the
+item). Override at load time: ``mlflow.pyfunc.load_model(uri, model_config={"unknown_user": "popular"})``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ if TYPE_CHECKING:  # never imported when MLflow executes this file on load
     from bridgerec.data.dataset import DatasetDir
     from bridgerec.models.base import DomainModel
 
-__all__ = ["TopKRecommender", "log_pyfunc_model", "recommender_signature", "seen_csr", "ARTIFACT_FILES"]
+__all__ = ["TopKRecommender", "known_pairs", "log_pyfunc_model", "recommender_signature", "seen_csr", "ARTIFACT_FILES"]
 
 ARTIFACT_FILES = {
     "user_embeddings": "user_embeddings.npy",
@@ -73,8 +76,14 @@ def seen_csr(uids: np.ndarray, iids: np.ndarray, n_users: int) -> tuple[np.ndarr
     return indptr, i.astype(np.int64)
 
 
+def known_pairs(data: "DatasetDir") -> tuple[np.ndarray, np.ndarray]:
+    """(uids, iids) of every known interaction: the train, valid and test splits together."""
+    parts = [data.pairs(split) for split in ("train", "valid", "test")]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 class TopKRecommender(PythonModel):
-    """Inner-product top-k over exported embeddings, excluding each user's training items."""
+    """Inner-product top-k over exported embeddings, excluding each user's known items."""
 
     def load_context(self, context) -> None:
         cfg = dict(context.model_config or {})
@@ -146,7 +155,7 @@ class TopKRecommender(PythonModel):
         if known.any():
             scores[known] = self.user_emb[uids[known]] @ self.item_emb.T
         if (~known).any():
-            # popularity fallback: score = training count; ranked by count desc, iid asc
+            # popularity fallback: score = known-user count; ranked by count desc, iid asc
             pop = np.empty(n_items, dtype=np.float32)
             pop[self.popular] = self.popular_counts
             scores[~known] = pop
@@ -229,6 +238,8 @@ def log_pyfunc_model(
     given, points ``models:/<registered_name>@<alias>`` at that version. Returns the
     ``ModelInfo`` (``model_uri`` is ``models:/<model_id>``; ``registered_model_version`` is set
     when registered). ``cfg`` is stored (as ``config.yaml`` beside the artifacts) when given.
+    The embeddings and the excluded ("seen") items come from every known interaction of each
+    user (train, valid and test).
     """
     if unknown_user not in UNKNOWN_USER_POLICIES:
         raise ValueError(f"unknown_user={unknown_user!r}; expected one of {UNKNOWN_USER_POLICIES}")
@@ -236,11 +247,16 @@ def log_pyfunc_model(
         raise ValueError(f"k must be >= 1; got {k}")
     if mlflow.active_run() is None:
         raise RuntimeError("log_pyfunc_model needs an active MLflow run (use it inside tracking.mlflow_run)")
+    import functools
+
     import yaml
+
+    from bridgerec.models import SERVING_HISTORY, conditioned_on, histories_for
 
     d = tempfile.mkdtemp(prefix="bridgerec-pyfunc-")
     try:
-        users_emb, items_emb = model.export_embeddings()
+        with conditioned_on(model, functools.partial(histories_for, data, SERVING_HISTORY)):
+            users_emb, items_emb = model.export_embeddings()
         paths = {key: os.path.join(d, fname) for key, fname in ARTIFACT_FILES.items()}
         np.save(paths["user_embeddings"], users_emb.float().numpy())
         np.save(paths["item_embeddings"], items_emb.float().numpy())
@@ -248,7 +264,7 @@ def log_pyfunc_model(
         items = data.items()[["iid", "item_id", "title"]]
         users.to_parquet(paths["user_ids"], index=False)
         items.to_parquet(paths["item_ids"], index=False)
-        indptr, indices = seen_csr(*data.pairs("train"), n_users=data.n_users)
+        indptr, indices = seen_csr(*known_pairs(data), n_users=data.n_users)
         np.savez(paths["seen"], indptr=indptr, indices=indices)
         if cfg is not None:
             paths["config"] = os.path.join(d, "config.yaml")

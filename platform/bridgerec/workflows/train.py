@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.evaluation import EvalResult, evaluate_split, popularity_scores
+from bridgerec.evaluation import EvalResult, check_eval_ks, evaluate_split, popularity_scores
 from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, mlflow_run, ui_command
 from bridgerec.training import check_plugins, train
+from bridgerec.workflows.evaluate import evaluate_model
 from bridgerec.workflows.prepare import prepare
 from bridgerec.workflows.report import results_table
 
@@ -38,15 +39,16 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
     t0 = time.time()
     check_plugins(cfg)
     data = prepare(cfg, log=log)
+    check_eval_ks(cfg.eval, data.n_items)
     baseline = _popularity(data, cfg)
     if not cfg.tracking.enabled:
         result = train(cfg, data)
-        test = evaluate_split(result.model.full_scores, data, cfg.eval, "test")
+        test = evaluate_model(result.model, data, cfg.eval, "test")
         return RunSummary(None, "", test, baseline, data, time.time() - t0, result.checkpoint_dir)
     with mlflow_run(cfg, data) as (run_id, uri):
         log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
         result = train(cfg, data, run_id=run_id, tracking_uri=uri)
-        test = evaluate_split(result.model.full_scores, data, cfg.eval, "test")
+        test = evaluate_model(result.model, data, cfg.eval, "test")
         log_eval(test, "test_")
         log_eval(baseline, "baseline_popularity_test_")
         log_model_artifacts(result.model, data, cfg)
@@ -61,20 +63,13 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir)
 
 
-_SPLITS = {
-    "leave_last_out": "test = each user's last event",
-    "temporal": "test = the events after a global time cut",
-    "random": "test = a random sample of events",
-}
-
-
 def quickstart(cfg: Config, log=print) -> RunSummary:
     """The newcomer's job: synthetic data -> MF (BPR) on 2 Ray Train workers -> table + MLflow."""
     s = train_and_log(cfg, log=log)
     c = s.dataset.manifest["counts"]
     print()
     print(f"bridgerec quickstart: {s.dataset.manifest['name']} ({c['users']} users, {c['items']} items, "
-          f"{c['interactions']} interactions; split {_SPLITS[cfg.data.split.protocol]})")
+          f"{c['interactions']} interactions; split {cfg.data.split.describe()})")
     print(results_table({"popularity": s.baseline, cfg.model.name: s.test}, cfg.eval.ks))
     print()
     print(f"finished in {s.seconds:.0f} s")
