@@ -236,7 +236,8 @@ class TrainConfig(_Section):
     epochs: int = 20
     """Passes over the training interactions."""
     batch_size: int = 1024
-    """Training events per batch per worker."""
+    """Training events per batch PER WORKER: the global batch of one optimizer step is
+    batch_size x num_workers x grad_accum_steps (printed at the start of training)."""
     lr: float = 0.01
     """Learning rate (Adam)."""
     weight_decay: float = 0.0
@@ -250,9 +251,12 @@ class TrainConfig(_Section):
     grad_accum_steps: int = 1
     """Micro-batches (of batch_size) per optimizer step."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Training precision; auto = bf16 on GPUs that support it, fp32 on CPU."""
+    """Training precision; auto = bf16 on GPUs that support it, fp32 on CPU. Under ddp: autocast
+    to bf16/fp16 (fp16 with a gradient scaler), fp32 weights and optimizer state; under deepspeed:
+    DeepSpeed's bf16/fp16 mode with fp32 master weights."""
     grad_clip: Optional[float] = None
-    """Clip the gradient norm to this value (DeepSpeed gradient_clipping)."""
+    """Clip the global gradient norm to this value before each optimizer step (ddp: torch's
+    clip_grad_norm_; deepspeed: gradient_clipping); None disables."""
     deepspeed_config: Optional[str] = None
     """Path to a DeepSpeed JSON used instead of the config built from train.* (strategy=deepspeed).
     Its ZeRO stage (if set) becomes train.zero_stage; the batch geometry stays train.batch_size and
@@ -275,8 +279,20 @@ class TrainConfig(_Section):
     materialize_train: bool = True
     """Materialise the train stream once in Ray's object store (spills to disk) instead of
     re-reading Parquet every epoch."""
+    shuffle: Literal["global", "buffer", "none"] = "global"
+    """Order of training events. global: the train split is shuffled once by Ray Data
+    (random_shuffle, seeded) when it is materialised, each worker keeps its equal share in memory
+    and draws a fresh seeded permutation of it every epoch (no Ray Data work after epoch 1);
+    buffer: stream the share from Ray Data every epoch through a local shuffle buffer of
+    shuffle_buffer_batches batches (for shares larger than a worker's memory); none: the stored
+    order (sorted by user: for debugging only)."""
     shuffle_buffer_batches: int = 4
-    """Local shuffle buffer per worker, in batches (0 disables local shuffling)."""
+    """shuffle=buffer: local shuffle buffer per worker, in batches."""
+    deterministic: bool = True
+    """Reproducible runs for a fixed num_workers on CPU: Ray Data keeps block order (preserve_order,
+    no locality-based sharding), sampling and dropout are seeded per (seed, rank, epoch), and
+    torch's deterministic algorithms are requested (warn-only where an op has none; some GPU kernels
+    stay non-deterministic)."""
     log_every_steps: int = 50
     """Print progress every this many steps (rank 0)."""
 
@@ -289,6 +305,8 @@ class TrainConfig(_Section):
             stage = self._read_deepspeed_json().get("zero_optimization", {}).get("stage")
             if stage is not None:
                 self.__dict__["zero_stage"] = int(stage)  # no re-validation (validate_assignment would recurse)
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError("train.grad_clip must be > 0 (or null to disable clipping)")
         if not 0 <= self.zero_stage <= 3:
             raise ValueError("train.zero_stage must be 0, 1, 2 or 3" + (" (set by train.deepspeed_config)" if self.deepspeed_config else ""))
         return self

@@ -7,8 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 import pandas as pd
-import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from bridgerec.config import Config
@@ -16,7 +15,7 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.methods import Method, build_method, method_class
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.models import build_model_for_dataset, model_class
-from bridgerec.training.engines import STATE_FILE
+from bridgerec.training.engines import STATE_FILE, load_state
 from bridgerec.training.loop import PROGRESS_FILE, train_loop_per_worker, valid_metric_key
 
 __all__ = ["TrainResult", "train", "check_plugins", "build_method_for_dataset", "load_model_from_checkpoint_dir"]
@@ -34,18 +33,21 @@ class TrainResult:
 
 def steps_per_epoch(n_train: int, workers: int, batch_size: int) -> int:
     """Full batches each rank gets from an equal streaming split (the remainder is dropped)."""
+    from bridgerec.config import ConfigError
+
     steps = (n_train // workers) // batch_size
     if steps < 1:
-        raise ValueError(
-            f"train.batch_size={batch_size} x train.num_workers={workers} exceeds the {n_train} training events; lower them"
+        raise ConfigError(
+            f"train.batch_size={batch_size} x train.num_workers={workers} exceeds the {n_train} training events "
+            f"of this dataset; lower train.batch_size (at most {max(n_train // workers, 1)} here)"
         )
     return steps
 
 
 def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
-    """Blocks hold every event of their users: ``pos_idx`` = index in the user's (ts, iid) order,
-    the same order as :func:`bridgerec.models.sasrec.histories_from_frame`."""
-    batch = batch.sort_values(["uid", "ts", "iid"], kind="stable")
+    """Blocks hold every event of their users: ``pos_idx`` = index in the user's (ts, seq, iid)
+    order, the same order as :func:`bridgerec.models.registry.histories_for` gives the train split."""
+    batch = batch.sort_values(["uid", "ts", "seq", "iid"] if "seq" in batch else ["uid", "ts", "iid"], kind="stable")
     return pd.DataFrame({"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")})
 
 
@@ -62,18 +64,35 @@ def check_plugins(cfg: Config) -> None:
 
 
 def training_stream(cfg: Config, data: DatasetDir):
-    """The train split as a Ray Dataset of (uid, iid[, pos_idx]) for the workers to shard."""
+    """The train split as a Ray Dataset of (uid, iid[, pos_idx]) for the workers to shard.
+
+    Under ``train.shuffle=global`` it is shuffled once here (Ray Data ``random_shuffle``, seeded)
+    so each rank's share is a random sample of all events, not a range of users (the split is
+    stored sorted by user); the ranks then permute their shares every epoch."""
     ds = data.read_split("train")
     if not model_class(cfg.model.name).needs_sequences:
         ds = ds.select_columns(["uid", "iid"])
-        # Materialised once into the object store (which spills to disk when it must): every
-        # epoch then streams blocks to the workers instead of re-reading and re-projecting Parquet.
-        return ds.materialize() if cfg.train.materialize_train else ds
-    n = int(data.manifest["counts"]["train"])
-    ds = ds.select_columns(["uid", "iid", "ts"]).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
-        _with_positions, batch_size=None, batch_format="pandas"
-    )
+    else:
+        n = int(data.manifest["counts"]["train"])
+        cols = ["uid", "iid", "ts"] + (["seq"] if "seq" in ds.schema().names else [])
+        ds = ds.select_columns(cols).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
+            _with_positions, batch_size=None, batch_format="pandas"
+        )
+    if cfg.train.shuffle == "global":
+        ds = ds.random_shuffle(seed=cfg.train.seed)
+    # Materialised once into the object store (which spills to disk when it must): every epoch
+    # then streams blocks to the workers instead of re-reading and re-projecting Parquet.
     return ds.materialize() if cfg.train.materialize_train else ds
+
+
+def data_config(cfg: Config) -> DataConfig:
+    """Ray Train's dataset sharding: under ``train.deterministic`` block order is preserved and
+    locality is ignored, so which rows reach which rank does not depend on timing."""
+    if not cfg.train.deterministic:
+        return DataConfig()
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(execution_options=options, enable_shard_locality=False)
 
 
 def build_method_for_dataset(cfg: Config, data: DatasetDir) -> Method:
@@ -81,18 +100,24 @@ def build_method_for_dataset(cfg: Config, data: DatasetDir) -> Method:
     return build_method(cfg, build_model_for_dataset(cfg.model, data), load_method_inputs(cfg, data))
 
 
-def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str) -> Method:
-    model = build_method_for_dataset(cfg, data)
-    state = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str, model: Method | None = None) -> Method:
+    """The method with the weights of the checkpoint in ``path`` (into ``model`` when given)."""
+    model = model or build_method_for_dataset(cfg, data)
+    model.load_state_dict(load_state(os.path.join(path, STATE_FILE))["model"])  # weights_only=True
     return model.eval()
 
 
 def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri: str | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``data`` with Ray Train (Ray must be initialised)."""
+    from bridgerec.evaluation import check_eval_ks
+
+    check_eval_ks(cfg.eval, data.n_items)  # before any worker starts
     n_train = int(data.manifest["counts"]["train"])
     workers = cfg.train.num_workers
     key = valid_metric_key(cfg)
+    model = build_method_for_dataset(cfg, data)
+    if not any(p.requires_grad for p in model.parameters()):
+        return _nothing_to_train(cfg, data, model)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -104,6 +129,7 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.train.use_gpu),
         datasets={"train": training_stream(cfg, data)},
+        dataset_config=data_config(cfg),
         run_config=RunConfig(
             name=cfg.resolved_run_name(),
             storage_path=cfg.storage_path(),
@@ -118,8 +144,18 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
         raise result.error
     best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(key, float("-inf")))
     with best_ckpt.as_directory() as d:
-        model = load_model_from_checkpoint_dir(cfg, data, d)
+        model = load_model_from_checkpoint_dir(cfg, data, d, model)
     return TrainResult(model, dict(best_metrics), _history(result), result.path, best_ckpt.path)
+
+
+def _nothing_to_train(cfg: Config, data: DatasetDir, model: Method) -> TrainResult:
+    """A model without trainable parameters (``popularity``): no Ray Train run, one validation."""
+    from bridgerec.evaluation import evaluate_split
+
+    valid = {"valid_" + k: v for k, v in evaluate_split(model.full_scores, data, cfg.eval, "valid").flat().items() if "/" not in k}
+    print(f"[train] {cfg.model.name} has no trainable parameters: nothing to train; "
+          f"{valid_metric_key(cfg)} {valid[valid_metric_key(cfg)]:.4f}", flush=True)
+    return TrainResult(model.eval(), {"epoch": 0, **valid}, [{"epoch": 0, **valid}], "", "")
 
 
 def _history(result) -> list[dict]:

@@ -4,6 +4,12 @@ Every rank runs exactly ``steps_per_epoch`` optimizer steps per epoch (the shard
 and the driver computes the count), so collectives never wait on a rank that ran out of data.
 Rank 0 validates, checkpoints, logs to MLflow and prints progress; the early-stopping decision is
 broadcast so all ranks stop together. A restarted run resumes from ``ray.train.get_checkpoint()``.
+
+Order of events (``train.shuffle``): under ``global`` the driver shuffled the split once, each
+rank reads its equal share from Ray Data in the first epoch, keeps it in memory and draws a new
+permutation of it every epoch from ``(seed, epoch, rank)``; negative sampling and dropout are
+seeded from the same triple, so a run (and a resumed run) is reproducible for a fixed
+``train.num_workers`` on CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
@@ -29,6 +34,7 @@ from bridgerec.methods import Method, build_method
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.models import build_model, dataset_inputs
 from bridgerec.models.sasrec import build_sequences
+from bridgerec.training.collectives import all_gather_objects, broadcast_flag, same_on_all_ranks
 from bridgerec.training.engines import STATE_FILE, Engine, build_engine
 
 __all__ = ["train_loop_per_worker", "STATE_FILE", "valid_metric_key"]
@@ -53,32 +59,70 @@ def _validate(model: Method, cfg: Config, data: DatasetDir, train_pairs) -> dict
 
 
 def _restore(engine: Engine) -> dict:
-    """Load the latest checkpoint of this run (after a failure or a restart with the same name)."""
+    """Load the latest checkpoint of this run (after a failure or a restart with the same name).
+
+    bridgerec's own progress is JSON and its weights load with ``weights_only=True``; DeepSpeed's
+    files (which DeepSpeed unpickles) are checked against the SHA-256s recorded at save time."""
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return {"epoch": -1, "best": -math.inf, "bad_epochs": 0}
     with ckpt.as_directory() as d:
-        engine.load(d)
         with open(os.path.join(d, PROGRESS_FILE)) as fh:
-            return json.load(fh)
+            progress = json.load(fh)
+        engine.load(d, progress.get("checkpoint_hashes", {}))
+        return progress
 
 
 def _checkpoint(engine: Engine, progress: dict, rank: int) -> ray.train.Checkpoint:
-    """Every rank writes its part (DeepSpeed shards) into its own dir; Ray merges them."""
+    """Every rank writes its part (DeepSpeed shards) into its own dir; Ray merges them. Rank 0's
+    progress file records every rank's file hashes."""
     d = tempfile.mkdtemp(prefix="bridgerec-ckpt-")
-    engine.save(d, rank)
+    hashes: dict[str, str] = {}
+    for part in all_gather_objects(engine.save(d, rank)):
+        hashes.update(part)
     if rank == 0:
         with open(os.path.join(d, PROGRESS_FILE), "w") as fh:
-            json.dump(progress, fh)
+            json.dump({**progress, "checkpoint_hashes": hashes}, fh)
     return ray.train.Checkpoint.from_directory(d)
 
 
-def _broadcast_flag(flag: bool) -> bool:
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0])
-    dist.broadcast(t, src=0)
-    return bool(t.item())
+def _seed(*parts: int) -> int:
+    """A 63-bit seed mixed from (seed, epoch, rank, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class _Share:
+    """One rank's equal share of the train split, read from its Ray Data shard once and kept in
+    memory as int64 columns (``train.shuffle=global``/``none``); each epoch yields ``steps``
+    batches of a fresh permutation."""
+
+    def __init__(self, shard, columns: list[str]):
+        blocks = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
+        self.cols = {c: np.concatenate([b[c] for b in blocks]).astype(np.int64) if blocks else np.zeros(0, np.int64)
+                     for c in columns}
+        # a canonical order first: the permutation must not depend on the blocks' arrival order
+        order = np.lexsort(tuple(self.cols[c] for c in reversed(columns)))
+        self.cols = {c: v[order] for c, v in self.cols.items()}
+        self.n = len(order)
+
+    def batches(self, steps: int, bs: int, rng: np.random.Generator | None):
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        for s in range(steps):
+            idx = order[s * bs:(s + 1) * bs]
+            yield {c: torch.from_numpy(v[idx]) for c, v in self.cols.items()}
+
+
+def _stream_batches(shard, steps: int, bs: int, buffer_batches: int, seed: int):
+    """``train.shuffle=buffer``: stream the shard through a seeded local shuffle buffer; the
+    shard's remainder past ``steps`` full batches is drained so every rank runs exactly ``steps``."""
+    step = 0
+    for batch in shard.iter_torch_batches(  # on the CPU: negatives and sequences are built with numpy
+        batch_size=bs, drop_last=True, dtypes=torch.int64, device="cpu",
+        local_shuffle_buffer_size=buffer_batches * bs or None, local_shuffle_seed=seed,
+    ):
+        if step < steps:
+            step += 1
+            yield batch
 
 
 class _Tracker:
@@ -121,7 +165,9 @@ def train_loop_per_worker(config: dict) -> None:
     _quiet_ray_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     inputs = dataset_inputs(data)
     train_pairs = inputs["train_pairs"]
     extra = load_method_inputs(cfg, data)
@@ -131,25 +177,32 @@ def train_loop_per_worker(config: dict) -> None:
     )
     model = engine.module
     progress = _restore(engine)
-    if progress["epoch"] >= 0 and rank == 0:
-        print(f"[train] resumed from the checkpoint of epoch {progress['epoch'] + 1}", flush=True)
-    sampler = NegativeSampler(data.n_items, *train_pairs, data.n_users, seed=cfg.train.seed * 7919 + rank * 104729 + progress["epoch"] + 1)
+    bs, n_neg, seed = cfg.train.batch_size, cfg.train.num_negatives, cfg.train.seed
+    if rank == 0:
+        print(f"[train] {world} worker(s) x batch {bs} x {cfg.train.grad_accum_steps} accumulation = global batch "
+              f"{world * bs * cfg.train.grad_accum_steps}; {steps} steps per epoch; shuffle {cfg.train.shuffle}", flush=True)
+        if progress["epoch"] >= 0:
+            print(f"[train] resumed from the checkpoint of epoch {progress['epoch'] + 1}", flush=True)
+    sampler = NegativeSampler(data.n_items, *train_pairs, data.n_users, seed=seed)
     shard = ray.train.get_dataset_shard("train")
+    share: _Share | None = None
+    columns = ["uid", "iid"] + (["pos_idx"] if model.needs_sequences else [])
     tracker = _Tracker(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else _Tracker(None, None)
     key = valid_metric_key(cfg)
-    bs, n_neg = cfg.train.batch_size, cfg.train.num_negatives
     t_start, first_epoch = time.time(), progress["epoch"] + 1
     device = ray.train.torch.get_device()  # where Ray Train / DeepSpeed placed the model
+    check_sync = world > 1 and cfg.train.strategy == "ddp"
 
     for epoch in range(first_epoch, cfg.train.epochs):
         t0, total, step, parts = time.time(), 0.0, 0, {}
-        batches = shard.iter_torch_batches(  # on the CPU: negatives and sequences are built with numpy
-            batch_size=bs, drop_last=True, dtypes=torch.int64, device="cpu",
-            local_shuffle_buffer_size=cfg.train.shuffle_buffer_batches * bs or None,
-        )
+        sampler.reseed(seed, epoch, rank)
+        torch.manual_seed(_seed(seed, epoch, rank))  # dropout
+        if cfg.train.shuffle == "buffer":
+            batches = _stream_batches(shard, steps, bs, cfg.train.shuffle_buffer_batches, _seed(seed, epoch, rank) % 2**31)
+        else:
+            share = share or _Share(shard, columns)
+            batches = share.batches(steps, bs, np.random.default_rng([seed, epoch, rank]) if cfg.train.shuffle == "global" else None)
         for batch in batches:
-            if step >= steps:
-                continue  # drain the shard's remainder; every rank runs exactly `steps` steps
             uid = batch["uid"]
             neg = torch.from_numpy(sampler.sample(uid.numpy(), n_neg))
             step_batch = {"uid": uid, "pos": batch["iid"], "neg": neg}
@@ -173,11 +226,12 @@ def train_loop_per_worker(config: dict) -> None:
             "attempt_first_epoch": first_epoch + 1,  # > 1 when this attempt resumed from a checkpoint
             **{f"loss_{k}": v / max(step, 1) for k, v in parts.items()},
         }
+        if check_sync:  # DDP keeps replicas equal; 1.0 proves it (a collective: every rank)
+            metrics["ranks_in_sync"] = float(same_on_all_ranks(model))
         stop = False
         full = engine.eval_model()  # collective under ZeRO-3: every rank calls it
         if rank == 0:
             metrics.update(_validate(full, cfg, data, train_pairs))
-        if rank == 0:
             improved = metrics[key] > progress["best"]
             progress = {
                 "epoch": epoch,
@@ -194,7 +248,7 @@ def train_loop_per_worker(config: dict) -> None:
                   + (" (early stop)" if stop else f" ETA {eta:.0f}s"), flush=True)
         ckpt = _checkpoint(engine, progress, rank)
         ray.train.report(metrics, checkpoint=ckpt)
-        if _broadcast_flag(stop):
+        if broadcast_flag(stop):
             break
 
 
