@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from bridgerec.benchmarking import write_report
 from bridgerec.config import Config, load_config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult
@@ -129,12 +130,7 @@ def main() -> None:
               f"{platform.machine()}; mean ± std over seeds, (relative change of the mean vs base); "
               f"tail = long-tail users, cold = cold items.\n\n")
     text = header + table(results) + "\n"
-    print()
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        fh.write(text)
-    print(f"written to {args.out}")
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

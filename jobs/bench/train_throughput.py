@@ -7,11 +7,15 @@ negatives, optimizer), in one run:
 
 - plain: one Python process, the same model class and negative sampler, numpy-shuffled batches,
   ``loss.backward(); opt.step()`` — no Ray, no DDP (run in a child process so its peak RSS is its own);
-- Ray Train with 1 and with 2 workers (``train.strategy``, DDP by default): the samples/s the
-  loop reports per epoch (optimizer steps only; validation excluded), averaged over epochs after
-  the first; peak memory = the summed RSS of the RayTrainWorker processes, sampled every 0.2 s.
+- Ray Train with 1 and with 2 workers (``train.strategy``, DDP by default) for each
+  ``train.shuffle`` mode in ``--shuffles`` (``global``: one seeded Ray Data random_shuffle, then a
+  per-epoch permutation of each worker's in-memory share; ``buffer``: streaming from Ray Data every
+  epoch through a local shuffle buffer): the samples/s the loop reports per epoch (optimizer steps
+  only; validation excluded), averaged over epochs after the first; peak memory = the summed RSS
+  of the RayTrainWorker processes, sampled every 0.2 s.
 
-Prints samples/s, the ratio to the plain loop, and peak memory side by side.
+Prints samples/s, the ratio to the plain loop, and peak memory side by side, and the one-time cost
+of preparing the train stream (materialise, with and without the global shuffle).
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.data.sampling import NegativeSampler
 from bridgerec.models import build_model_for_dataset
 from bridgerec.training import train
+from bridgerec.training.driver import training_stream
 from bridgerec.workflows import prepare
 
 
-def bench_config(args: argparse.Namespace, model: str, workers: int) -> Config:
-    return load_config(None, [
+def bench_config(args: argparse.Namespace, model: str, workers: int, shuffle: str = "global") -> Config:
+    return load_config(None, [f"train.shuffle={shuffle}",
         f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
         f"model.name={model}", f"train.num_workers={workers}", f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}", f"train.strategy={args.strategy}", "train.patience=0",
@@ -95,23 +100,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=2048, help="events per batch per worker")
     p.add_argument("--strategy", default="ddp", choices=["ddp", "deepspeed"], help="Ray Train engine")
     p.add_argument("--models", default="mf,lightgcn", help="comma-separated domain models")
+    p.add_argument("--shuffles", default="global,buffer", help="comma-separated train.shuffle modes for the Ray rows")
     p.add_argument("--work-dir", default="bridgerec_work/bench/train", help="where data and checkpoints go")
     args = p.parse_args(argv)
 
     path = prepare(bench_config(args, "mf", 1), log=lambda m: None).path
+    data = DatasetDir(path)
+    stream_s = {}
+    for shuffle in ("none", "global"):
+        t0 = time.time()
+        training_stream(bench_config(args, "mf", 1, shuffle), data)
+        stream_s[shuffle] = time.time() - t0
     rows = []
     for model in args.models.split(","):
         plain_rate, plain_mem = run_plain(bench_config(args, model, 1), path)
         rows.append((model, "plain PyTorch", 1, plain_rate, 1.0, plain_mem))
-        for workers in (1, 2):
-            rate, mem = run_ray(bench_config(args, model, workers), path)
-            rows.append((model, f"Ray Train {args.strategy}", workers, rate, rate / plain_rate, mem))
-    data = DatasetDir(path)
+        for shuffle in args.shuffles.split(","):
+            for workers in (1, 2):
+                rate, mem = run_ray(bench_config(args, model, workers, shuffle), path)
+                rows.append((model, f"Ray {args.strategy} {shuffle}", workers, rate, rate / plain_rate, mem))
     print(f"\ntraining throughput: {data.manifest['name']} ({data.manifest['counts']['train']} training events), "
           f"batch {args.batch_size}, {args.epochs} epochs, {mp.cpu_count()} CPU cores")
     print(f"{'model':<10}{'setting':<22}{'workers':>8}{'samples/s':>12}{'vs plain':>10}{'peak RSS MiB':>14}")
     for model, setting, w, rate, ratio, mem in rows:
         print(f"{model:<10}{setting:<22}{w:>8}{rate:>12,.0f}{ratio:>10.2f}{mem / 2**20:>14,.0f}")
+    print(f"train stream, once per run: materialise {stream_s['none']:.1f} s; with the seeded global shuffle "
+          f"{stream_s['global']:.1f} s (+{stream_s['global'] - stream_s['none']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable
 
 import psutil
 
-__all__ = ["PeakSampler", "driver_and_workers_rss", "ray_workers_rss"]
+__all__ = ["PeakSampler", "driver_and_workers_rss", "ray_workers_rss", "write_report"]
 
 
 class PeakSampler:
@@ -63,3 +64,13 @@ def ray_workers_rss(title: str) -> int:
         except psutil.Error:
             pass
     return total
+
+
+def write_report(text: str, out: str) -> None:
+    """Print a benchmark's markdown report and write it to ``out`` (folders created)."""
+    print()
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        fh.write(text)
+    print(f"written to {out}")
