@@ -136,3 +136,50 @@ def test_deepspeed_files_are_checked_against_recorded_hashes(tmp_path):
     (tmp_path / "ds" / "extra.pt").write_bytes(b"x")
     with pytest.raises(UnsafeCheckpointError, match="no hash was recorded"):
         check_hashes(str(tmp_path), {**hashes, "ds/mp_rank_00_model_states.pt": file_hashes(str(tmp_path))["ds/mp_rank_00_model_states.pt"]}, "state.pt")
+
+
+def _deepspeed_bf16_worker(rank: int, out_dir: str, port: int) -> None:
+    """One DeepSpeed bf16 engine per ZeRO stage (world size 1, gloo; DeepSpeed runs bf16 on CPU)."""
+    import deepspeed
+
+    from bridgerec.training import engines
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    engines.resolve_precision = lambda p: p  # bridgerec itself only enables bf16 where a GPU supports it
+    out = {}
+    for stage in (2, 3):
+        cfg = TrainConfig(strategy="deepspeed", zero_stage=stage, precision="bf16", batch_size=16, lr=1e-3)
+        engine = engines.DeepSpeedEngine(_ToyCast(), cfg, 1, _ToyCast, {})
+        for i in range(3):
+            engine.step(_batch(i))
+        d = os.path.join(out_dir, f"ckpt{stage}")
+        os.makedirs(d)
+        engine.save(d, 0)
+        with deepspeed.zero.GatheredParameters([engine.module.w.weight], enabled=stage == 3):
+            module_w = engine.module.w.weight.detach().clone()
+        saved = load_state(os.path.join(d, "state.pt"))["model"]["w.weight"]
+        out[stage] = (module_w.dtype, saved.dtype, float((saved - module_w.float()).abs().max()), saved)
+    torch.save(out, os.path.join(out_dir, "res.pt"))
+    dist.destroy_process_group()
+
+
+class _ToyCast(_Toy):
+    def forward(self, batch):
+        return {"rec": (self.w(batch["x"].to(self.w.weight.dtype)).float().squeeze(-1) - batch["y"]).pow(2).mean()}
+
+
+def test_deepspeed_bf16_checkpoint_holds_the_fp32_master_weights(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_deepspeed_bf16_worker, args=(str(tmp_path), port), nprocs=1, join=True)
+    res = torch.load(tmp_path / "res.pt", weights_only=False)
+    for stage, (module_dtype, saved_dtype, diff, saved) in res.items():
+        assert module_dtype == torch.bfloat16 and saved_dtype == torch.float32, stage
+        assert 0 < diff < 0.01, f"ZeRO-{stage}: state.pt should hold the fp32 master, not the bf16 copy ({diff})"
+    torch.testing.assert_close(res[2][3], res[3][3])  # same data, same optimizer: same master weights
