@@ -66,12 +66,14 @@ def fit_batch_size(cfg: Config, data: DatasetDir) -> None:
         cfg.train.batch_size = most
 
 
-def run(cfg: Config, data: DatasetDir) -> tuple[EvalResult, float]:
+def run(cfg: Config, data: DatasetDir) -> tuple[EvalResult, float, tuple[int, int]]:
+    """(test result, wall seconds, (best epoch, last epoch run))."""
     load_method_inputs(cfg, data)  # semantic inputs: computed and cached before the clock
     t0 = time.perf_counter()
-    model = train(cfg, data).model
-    test = evaluate_model(model, data, cfg.eval, "test")  # sequence models: + validation history
-    return test, time.perf_counter() - t0
+    res = train(cfg, data)
+    test = evaluate_model(res.model, data, cfg.eval, "test")  # sequence models: + validation history
+    epochs = (int(res.best_metrics.get("epoch", 0)), int(res.history[-1]["epoch"]) if res.history else 0)
+    return test, time.perf_counter() - t0, epochs
 
 
 def _value(res: EvalResult, slice_name: str | None, metric: str) -> float:
@@ -79,21 +81,22 @@ def _value(res: EvalResult, slice_name: str | None, metric: str) -> float:
     return float(source.get(metric, float("nan")))
 
 
-def table(results: dict[str, list[tuple[EvalResult, float]]]) -> str:
+def table(results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]]) -> str:
     """Markdown: one row per method, ``mean ± std (relative change of the mean vs base)``."""
     def stats(values: list[float]) -> tuple[float, float]:
         return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
-    base = {h: stats([_value(r, s, m) for r, _ in results["base"]])[0] for h, s, m in COLUMNS} if "base" in results else {}
-    head = ["method", *[h for h, _, _ in COLUMNS], "wall s / run"]
+    base = {h: stats([_value(r, s, m) for r, *_ in results["base"]])[0] for h, s, m in COLUMNS} if "base" in results else {}
+    head = ["method", *[h for h, _, _ in COLUMNS], "best / last epoch", "wall s / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for method, runs in results.items():
         cells = [method]
         for h, s, m in COLUMNS:
-            mean, std = stats([_value(r, s, m) for r, _ in runs])
+            mean, std = stats([_value(r, s, m) for r, *_ in runs])
             rel = "" if method == "base" or not base.get(h) else f" ({100 * (mean / base[h] - 1):+.1f}%)"
             cells.append(f"{mean:.4f} ± {std:.4f}{rel}")
-        wall, wall_std = stats([w for _, w in runs])
+        cells.append(" ".join(f"{b}/{last}" for *_, (b, last) in runs))  # per seed: early stopping at work
+        wall, wall_std = stats([w for _, w, _ in runs])
         cells.append(f"{wall:.1f} ± {wall_std:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -115,7 +118,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
     counts = data.manifest["counts"]
-    results: dict[str, list[tuple[EvalResult, float]]] = {}
+    results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]] = {}
     for method in args.methods:
         for seed in range(args.seeds):
             cfg = bench_config(args, method, seed, stamp)
