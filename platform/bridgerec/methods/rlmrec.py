@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from bridgerec._csr import CSR
-from bridgerec.methods import semantic as _semantic  # noqa: F401  (registers the input loaders)
 from bridgerec.methods._common import AlignmentMethod, batch_entities
 from bridgerec.methods.alignment import ContrastiveAlignment, MaskedReconstruction
 from bridgerec.models.base import Batch, DomainModel

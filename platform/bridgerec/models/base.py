@@ -26,7 +26,7 @@ class DomainModel(nn.Module, abc.ABC):
     implements :attr:`histories` and :meth:`set_histories`, so that the caller decides what is
     known history at each stage: the training items for training and validation, train +
     validation events at test time, every known event for serving
-    (:func:`bridgerec.models.registry.histories_for`, ``conditioned_on``). Other models keep
+    (:func:`bridgerec.models.histories.histories_for`, ``conditioned_on``). Other models keep
     the defaults: no histories, and ``set_histories`` does nothing.
     """
 

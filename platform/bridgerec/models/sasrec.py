@@ -20,7 +20,7 @@ deterministic in both modes), in batches; in eval mode the result is cached unti
 is called, a parameter changes or :meth:`SASRec.set_histories` replaces the histories. The
 stored history is the training items the model was built with; at test time the caller
 replaces it with train + validation events, and for serving with every known event (see
-:func:`bridgerec.models.registry.histories_for` and ``conditioned_on``). ``item_embeddings()`` is ``M[1:]``. The tables are direct
+:func:`bridgerec.models.histories.histories_for` and ``conditioned_on``). ``item_embeddings()`` is ``M[1:]``. The tables are direct
 parameters of the module so that DeepSpeed ZeRO-3 gathers them in this module's forward.
 
 ``histories_from_frame`` and ``build_sequences`` turn interaction rows into the CSR of
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bridgerec.config import ModelConfig
+from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
 __all__ = ["SASRec", "build_sequences", "histories_from_frame"]

@@ -46,7 +46,7 @@ def steps_per_epoch(n_train: int, workers: int, batch_size: int) -> int:
 
 def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
     """Blocks hold every event of their users: ``pos_idx`` = index in the user's (ts, seq, iid)
-    order, the same order as :func:`bridgerec.models.registry.histories_for` gives the train split."""
+    order, the same order as :func:`bridgerec.models.histories.histories_for` gives the train split."""
     batch = batch.sort_values(["uid", "ts", "seq", "iid"] if "seq" in batch else ["uid", "ts", "iid"], kind="stable")
     return pd.DataFrame({"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")})
 
