@@ -138,7 +138,7 @@ def _attention_mask(seq: torch.Tensor) -> torch.Tensor:
 class SASRec(DomainModel):
     """SASRec over ``histories=(indptr, items)``; see the module docstring for the formulas."""
 
-    needs_sequences = True
+    stream_columns = ("pos_idx",)
 
     def __init__(self, cfg: ModelConfig, n_users: int, n_items: int, histories=None, **_: object):
         super().__init__()
@@ -212,6 +212,12 @@ class SASRec(DomainModel):
         return super().train(mode)
 
     # -- DomainModel -------------------------------------------------------------------------
+
+    def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
+        """``seq`` (B, L): the items before each event in its user's current history (during
+        training: the training items, as the stream's ``pos_idx`` counts them)."""
+        uid, pos_idx = stream["uid"].numpy(), stream["pos_idx"].numpy()
+        return {"seq": build_sequences(self.histories, uid, pos_idx, self.max_len)}
 
     def user_embeddings(self) -> torch.Tensor:
         if self.training:

@@ -64,13 +64,19 @@ def check_plugins(cfg: Config) -> None:
 
 
 def training_stream(cfg: Config, data: DatasetDir):
-    """The train split as a Ray Dataset of (uid, iid[, pos_idx]) for the workers to shard.
+    """The train split as a Ray Dataset of (uid, iid) plus the columns the model declares in
+    ``stream_columns`` (:data:`bridgerec.models.base.STREAM_COLUMNS`), for the workers to shard.
 
     Under ``train.shuffle=global`` it is shuffled once here (Ray Data ``random_shuffle``, seeded)
     so each rank's share is a random sample of all events, not a range of users (the split is
     stored sorted by user); the ranks then permute their shares every epoch."""
     ds = data.read_split("train")
-    if not model_class(cfg.model.name).needs_sequences:
+    wanted = model_class(cfg.model.name).stream_columns  # the DomainModel contract, no model names here
+    unknown = [c for c in wanted if c != "pos_idx"]
+    if unknown:
+        raise ValueError(f"model {cfg.model.name!r} asks for stream columns {unknown}; the trainer provides: pos_idx "
+                         "(see bridgerec.models.base.STREAM_COLUMNS)")
+    if "pos_idx" not in wanted:
         ds = ds.select_columns(["uid", "iid"])
     else:
         n = int(data.manifest["counts"]["train"])
