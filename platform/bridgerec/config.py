@@ -64,6 +64,7 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "config_docs",
+    "PLUGIN_FIELDS",
 ]
 
 
@@ -199,6 +200,23 @@ class RayConfig(_Section):
     """Logical CPUs of a locally started Ray (default: max(8, cores) so small actors schedule)."""
 
 
+PLUGIN_FIELDS = {
+    "data.source.kind": SOURCES,
+    "model.name": MODELS,
+    "method.name": METHODS,
+    "llm.engine": ENGINES,
+    "augment.stages": STAGES,
+}
+"""Config keys that name plugins, and the registry each is checked against (Literal stays for
+true enums such as train.optimizer)."""
+
+
+def _lookup(node: Any, dotted: str) -> Any:
+    for part in dotted.split(".") if dotted else []:
+        node = getattr(node, part)
+    return node
+
+
 class Config(_Section):
     work_dir: str = "bridgerec_work"
     """Root for datasets, MLflow store and Ray results (relative paths are from the cwd)."""
@@ -229,10 +247,10 @@ class Config(_Section):
     @model_validator(mode="after")
     def _plugins_are_registered(self) -> "Config":
         """Every field that names a plugin names a registered one (the error lists the names)."""
-        for registry, names in ((SOURCES, [self.data.source.kind]), (MODELS, [self.model.name]),
-                                (METHODS, [self.method.name]), (ENGINES, [self.llm.engine]),
-                                (STAGES, self.augment.stages)):
-            for name in names:
+        for key, registry in PLUGIN_FIELDS.items():
+            section, _, field = key.rpartition(".")
+            value = getattr(_lookup(self, section), field)
+            for name in value if isinstance(value, list) else [value]:
                 registry.validate(name)
         return self
 
@@ -366,5 +384,7 @@ def config_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         else:
             tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
             desc = " ".join((field.description or "").split())
+            if key in PLUGIN_FIELDS:
+                desc += f" Registered: {', '.join(PLUGIN_FIELDS[key].names())}."
             out.append(f"{key} ({tname}, default {field.default!r}): {desc}")
     return out
