@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any, Optional
 
 import ray
-
-from bridgerec.config import RayConfig
 
 __all__ = ["init_ray", "default_device"]
 
 
-def init_ray(cfg: RayConfig | None = None) -> dict:
-    """Join ``cfg.address`` / ``RAY_ADDRESS`` if given, else start a local Ray.
+def init_ray(cfg: Any = None, *, address: Optional[str] = None, num_cpus: Optional[int] = None) -> dict:
+    """Join ``cfg.address`` / ``address`` / ``RAY_ADDRESS`` if given, else start a local Ray.
+
+    ``cfg`` is anything with ``address`` and ``num_cpus`` attributes (the root config's ``ray``
+    section, :class:`bridgerec.config.RayConfig`); this leaf module takes plain values so that
+    it never imports the config.
 
     A local Ray gets more logical CPUs than cores (``max(8, cores)``) so that small actors
     (Serve ingress, Data actors) schedule beside 2 training workers on a 2-core machine.
     Returns the cluster resources.
     """
-    cfg = cfg or RayConfig()
+    if cfg is not None:
+        address = address or cfg.address
+        num_cpus = num_cpus or cfg.num_cpus
     if ray.is_initialized():
         return ray.cluster_resources()
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     if address:
         ray.init(address=address, **common)
     else:
-        num_cpus = cfg.num_cpus or max(8, os.cpu_count() or 1)
+        num_cpus = num_cpus or max(8, os.cpu_count() or 1)
         ray.init(num_cpus=num_cpus, **common)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(int(os.environ.get("BRIDGEREC_PROGRESS_BARS", "0")))

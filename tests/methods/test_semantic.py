@@ -125,3 +125,20 @@ def test_profiles_from_the_augmentation_output(tiny_dataset, tiny_config, tmp_pa
 
     text_only = semantic.semantic_embeddings(_cfg(tiny_config, tmp_path, "method.semantic.source=item_text"), data)
     assert not np.allclose(text_only[0][1], prof_user) and np.array_equal(text_only[1][2], item_rows[2])
+
+
+def test_the_consumed_output_is_pinned_and_named_before_training(tiny_dataset, tiny_config, tmp_path, fake_encoder):
+    from bridgerec.methods.inputs import pin_method_inputs
+
+    data = DatasetDir(tiny_dataset)
+    cfg = _cfg(tiny_config, tmp_path)
+    assert pin_method_inputs(cfg, data) == {"input.text_embeddings": "none"}  # item texts encoded by the method
+    assert cfg.method.semantic.embeddings_dir is None
+    rows = [("item_text", i, np.ones(DS, np.float32)) for i in range(data.n_items)]
+    stage = _write_stage_output(tmp_path, data, cfg, rows, with_profiles=False)
+    assert pin_method_inputs(cfg, data) == {"input.text_embeddings": "text_embeddings/k0", "input.text_embeddings.path": stage}
+    assert cfg.method.semantic.embeddings_dir == stage  # workers and evaluation read this one, not the newest later
+    _write_stage_output(tmp_path, data, cfg, rows, with_profiles=True)  # a newer, preferred output appears
+    assert semantic.find_text_embeddings(cfg, data) == stage
+    base = load_config(None, [f"work_dir={tiny_config.work_dir}"])
+    assert pin_method_inputs(base, data) == {}  # `base` reads no augmentation output

@@ -10,50 +10,49 @@ Stages (config ``augment.stages``; any subset, dependencies run first):
 
 Each writes Parquet with provenance columns to ``<dataset_dir>/augment/<stage>/<hash>/``, keyed by
 a content hash of its inputs, resumable shard by shard. :func:`run_augmentations` runs them.
+
+Names resolve lazily (PEP 562): importing :mod:`bridgerec.augment.config` or the stage registry
+(as the root config does) does not import pandas, Ray or the LLM layer.
 """
 
-from bridgerec.augment.catalog import Catalog
-from bridgerec.augment.base import (
-    PROVENANCE_COLUMNS,
-    STAGES,
-    AugmentContext,
-    Stage,
-    StageResult,
-    load_domain_embeddings,
-    read_stage_output,
-    register_stage,
-)
+from importlib import import_module
+from typing import Any
 
-# stage modules register themselves on import; this list is the registry's content
-from bridgerec.augment.profiles import ProfilesStage, parse_profile
-from bridgerec.augment.text_embeddings import TextEmbeddingsStage, embedding_matrix, item_text
-from bridgerec.augment.pairs import PairsStage, synthetic_triples
-from bridgerec.augment.attributes import AttributesStage, fill_item_attributes
-from bridgerec.augment.prompt_aug import PromptAugStage
-from bridgerec.augment.runner import load_stage, plan_stages, run_augmentations, stage_output_dir
+_EXPORTS = {
+    "Catalog": "catalog",
+    "PROVENANCE_COLUMNS": "base",
+    "AugmentContext": "base",
+    "Stage": "base",
+    "StageResult": "base",
+    "load_domain_embeddings": "base",
+    "read_stage_output": "base",
+    "STAGES": "registry",
+    "register_stage": "registry",
+    "AugmentConfig": "config",
+    "ProfilesStage": "profiles",
+    "parse_profile": "profiles",
+    "TextEmbeddingsStage": "text_embeddings",
+    "embedding_matrix": "text_embeddings",
+    "item_text": "text_embeddings",
+    "PairsStage": "pairs",
+    "synthetic_triples": "pairs",
+    "AttributesStage": "attributes",
+    "fill_item_attributes": "attributes",
+    "PromptAugStage": "prompt_aug",
+    "load_stage": "runner",
+    "plan_stages": "runner",
+    "run_augmentations": "runner",
+    "stage_output_dir": "runner",
+}
 
-__all__ = [
-    "run_augmentations",
-    "stage_output_dir",
-    "load_stage",
-    "plan_stages",
-    "read_stage_output",
-    "STAGES",
-    "Stage",
-    "StageResult",
-    "AugmentContext",
-    "load_domain_embeddings",
-    "Catalog",
-    "register_stage",
-    "PROVENANCE_COLUMNS",
-    "ProfilesStage",
-    "TextEmbeddingsStage",
-    "PairsStage",
-    "AttributesStage",
-    "PromptAugStage",
-    "parse_profile",
-    "embedding_matrix",
-    "item_text",
-    "synthetic_triples",
-    "fill_item_attributes",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"bridgerec.augment.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'bridgerec.augment' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -14,7 +14,6 @@ from typing import Any, Callable
 import pandas as pd
 
 from bridgerec.augment._llm_stage import LLMStage, llm_output_columns
-from bridgerec.augment.base import register_stage
 from bridgerec.llm.engine import GenerationParams
 from bridgerec.llm.prompts import Prompt, attribute_prompt
 
@@ -44,7 +43,6 @@ def fill_item_attributes(items: pd.DataFrame, filled: pd.DataFrame) -> pd.DataFr
     return out
 
 
-@register_stage
 class AttributesStage(LLMStage):
     name = "attributes"
 

@@ -38,8 +38,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bridgerec.config import Config
-from bridgerec.data.dataset import DatasetDir
+from bridgerec.augment.registry import STAGES, register_stage
+from bridgerec.data.dataset import DatasetDir, read_parts
+
+Config = Any
+"""The root :class:`bridgerec.config.Config` (not imported: augment sits below the root config)."""
 
 __all__ = [
     "Stage",
@@ -275,18 +278,6 @@ class Stage(abc.ABC):
         raise NotImplementedError
 
 
-STAGES: dict[str, type[Stage]] = {}
-"""Stage name -> class; the names are those of ``augment.stages`` in the config."""
-
-
-def register_stage(cls: type[Stage]) -> type[Stage]:
-    """Class decorator registering a stage under ``cls.name`` (a name can be registered once)."""
-    if cls.name in STAGES:
-        raise ValueError(f"augmentation stage {cls.name!r} is already registered")
-    STAGES[cls.name] = cls
-    return cls
-
-
 # ----------------------------------------------------------------------------- sharded output
 
 
@@ -380,10 +371,5 @@ class ShardWriter:
         return rows
 
 
-def read_stage_output(path: str, columns: Optional[Iterable[str]] = None) -> pd.DataFrame:
-    """A stage's output directory as one DataFrame (parts in shard order)."""
-    parts = sorted(f for f in os.listdir(path) if f.startswith("part-") and f.endswith(".parquet"))
-    if not parts:
-        return pd.DataFrame()
-    tables = [pq.read_table(os.path.join(path, p), columns=list(columns) if columns else None) for p in parts]
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+read_stage_output = read_parts
+"""A stage's output directory as one DataFrame (parts in shard order); see :func:`bridgerec.data.dataset.read_parts`."""

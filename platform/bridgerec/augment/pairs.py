@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from bridgerec.augment._llm_stage import LLMStage, llm_output_columns
-from bridgerec.augment.base import register_stage
 from bridgerec.llm.engine import GenerationParams
 from bridgerec.llm.prompts import PAIR_CHOICES, Prompt, pair_preference_prompt
 
@@ -48,7 +47,6 @@ def synthetic_triples(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs.loc[ok, ["uid", "pos_iid", "neg_iid"]].astype("int64").reset_index(drop=True)
 
 
-@register_stage
 class PairsStage(LLMStage):
     name = "pairs"
 

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from bridgerec.augment._llm_stage import LLMStage, llm_output_columns
-from bridgerec.augment.base import register_stage
 from bridgerec.llm.engine import GenerationParams
 from bridgerec.llm.prompts import Prompt, item_profile_prompt, user_profile_prompt
 
@@ -50,7 +49,6 @@ def _profile_prompt(row: Any, catalog: Any, version: str, max_history: int, max_
                                max_text_chars=max_text_chars)
 
 
-@register_stage
 class ProfilesStage(LLMStage):
     name = "profiles"
 

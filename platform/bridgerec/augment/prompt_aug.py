@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bridgerec.augment._llm_stage import resolve
-from bridgerec.augment.base import Stage, register_stage
+from bridgerec.augment.base import Stage
 from bridgerec.llm.prompts import ranking_prompt
 
 __all__ = ["PromptAugStage", "similar_users", "domain_topk"]
@@ -92,7 +92,6 @@ def _records(batch: pd.DataFrame, catalog: Any, user_emb: Any, item_emb: Any, ve
     return frame
 
 
-@register_stage
 class PromptAugStage(Stage):
     name = "prompt_aug"
     list_columns = {

@@ -16,7 +16,9 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from bridgerec.augment.base import META, STAGES, AugmentContext, ShardWriter, StageResult, read_stage_output
-from bridgerec.config import Config
+
+Config = Any
+"""The root :class:`bridgerec.config.Config` (not imported: augment sits below the root config)."""
 
 __all__ = ["run_augmentations", "stage_output_dir", "load_stage", "plan_stages"]
 

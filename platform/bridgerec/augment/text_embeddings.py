@@ -17,19 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bridgerec.augment.base import Stage, read_stage_output, register_stage
+from bridgerec.augment.base import Stage, read_stage_output
 from bridgerec.llm.config import EncoderConfig
-from bridgerec.llm.encoder import encoder_fingerprint
+from bridgerec.llm.encoder import encoder_fingerprint, item_text
 
 __all__ = ["TextEmbeddingsStage", "embedding_matrix", "item_text"]
 
 KINDS = ("item_text", "user_profile", "item_profile")
-
-
-def item_text(title: str, text: str) -> str:
-    """What represents an item to the encoder (also used by the Grounder at serving time)."""
-    text = (text or "").strip()
-    return f"{title}. {text}" if text else str(title)
 
 
 class _Encode:
@@ -57,7 +51,6 @@ def embedding_matrix(embeddings: pd.DataFrame, kind: str, n: int) -> np.ndarray:
     return out
 
 
-@register_stage
 class TextEmbeddingsStage(Stage):
     name = "text_embeddings"
     list_columns = {"embedding": pa.list_(pa.float32())}

@@ -7,11 +7,14 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import Iterable, Optional
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["DatasetDir"]
+__all__ = ["DatasetDir", "read_parts"]
 
 
 @dataclass
@@ -70,3 +73,13 @@ class DatasetDir:
 
     def users(self) -> pd.DataFrame:
         return pq.read_table(os.path.join(self.path, "users")).to_pandas().sort_values("uid").reset_index(drop=True)
+
+
+def read_parts(path: str, columns: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """The ``part-*.parquet`` files of a directory (an augmentation stage's output under the
+    dataset directory) as one DataFrame, in shard order; empty when there are none."""
+    parts = sorted(f for f in os.listdir(path) if f.startswith("part-") and f.endswith(".parquet"))
+    if not parts:
+        return pd.DataFrame()
+    tables = [pq.read_table(os.path.join(path, p), columns=list(columns) if columns else None) for p in parts]
+    return pa.concat_tables(tables, promote_options="default").to_pandas()

@@ -31,7 +31,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,11 +41,23 @@ import ray
 from ray.data.expressions import col
 
 from bridgerec import __version__
-from bridgerec.config import Config, DataConfig
+from bridgerec.data.config import DataConfig
 from bridgerec.data.schema import DataValidationError, QUARANTINE_COLUMNS, validate_events
 from bridgerec.data.sources import Source, build_source
 
 __all__ = ["PrepareResult", "prepare_dataset", "KCoreNotConvergedWarning", "MANIFEST", "SPLITS", "FORMAT_VERSION"]
+
+
+
+class Config(Protocol):
+    """What preparation reads from the root config (:class:`bridgerec.config.Config`): its
+    ``data`` section and where the dataset directory goes. A protocol, so the data layer does
+    not import the root config."""
+
+    data: DataConfig
+
+    def dataset_dir(self) -> str: ...
+
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "valid", "test")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridgerec.evaluation.evaluator import CSR, _contains
+from bridgerec._csr import CSR
+from bridgerec._csr import contains as _contains
 
 __all__ = ["NegativeSampler"]
 

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pandas as pd
 
-from bridgerec.config import SyntheticConfig
+from bridgerec.data.config import SyntheticConfig
 
 __all__ = ["PRESETS", "TOPICS", "SyntheticWorld", "SyntheticSource"]
 

@@ -42,6 +42,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from bridgerec._csr import CSR
+from bridgerec._csr import as_ids as _as_ids
+from bridgerec._csr import contains as _contains
 from bridgerec.evaluation.metrics import compute_metrics
 
 __all__ = [
@@ -73,16 +76,6 @@ PairScoreFn = Callable[[torch.Tensor, torch.Tensor], Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _as_ids(a: Any, what: str) -> np.ndarray:
-    """A 1-D int64 copy-free view of ``a``; empty arrays of any dtype are accepted."""
-    a = np.asarray(a)
-    if a.ndim != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {a.shape}")
-    if a.size and a.dtype.kind not in "iu":
-        raise ValueError(f"{what} must hold integer ids, got dtype {a.dtype}")
-    return a.astype(np.int64, copy=False)
-
-
 def _check_pairs(pairs: Pairs, n_users: Optional[int], n_items: int, name: str) -> Pairs:
     """Validate ``(uids, iids)``: equal length, integer, ids within range."""
     if len(pairs) != 2:
@@ -104,71 +97,6 @@ def _concat(*pairs: Optional[Pairs]) -> Pairs:
         np.concatenate([p[0] for p in present]).astype(np.int64, copy=False),
         np.concatenate([p[1] for p in present]).astype(np.int64, copy=False),
     )
-
-
-@dataclass(frozen=True)
-class CSR:
-    """Row -> column lists (user -> items) in compressed sparse row form, numpy only.
-
-    ``indices[indptr[u]:indptr[u + 1]]`` are user ``u``'s items, sorted ascending and
-    de-duplicated.
-    """
-
-    indptr: np.ndarray  # (n_rows + 1,) int64 offsets
-    indices: np.ndarray  # (nnz,) int64 column ids
-
-    @classmethod
-    def from_pairs(cls, rows: np.ndarray, cols: np.ndarray, n_rows: int) -> "CSR":
-        """Build from ``(rows, cols)`` int arrays (each ``rows`` value must be < ``n_rows``)."""
-        rows, cols = _as_ids(rows, "rows"), _as_ids(cols, "cols")
-        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-            raise ValueError(f"row ids must lie in [0, {n_rows})")
-        order = np.lexsort((cols, rows))  # sort by row, then by column
-        rows, cols = rows[order], cols[order]
-        keep = np.ones(len(rows), dtype=bool)
-        keep[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])  # drop repeated pairs
-        rows, cols = rows[keep], cols[keep]
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-        return cls(indptr=indptr, indices=cols)
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows (users)."""
-        return len(self.indptr) - 1
-
-    def counts(self) -> np.ndarray:
-        """(n_rows,) number of distinct columns per row."""
-        return np.diff(self.indptr)
-
-    def row(self, r: int) -> np.ndarray:
-        """Sorted column ids of row ``r``."""
-        return self.indices[self.indptr[r] : self.indptr[r + 1]]
-
-    def entry_rows(self) -> np.ndarray:
-        """(nnz,) the row of every stored entry, aligned with :attr:`indices`."""
-        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.counts())
-
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Entries of the given rows as ``(position in rows, column)``, both (total,) int64."""
-        rows = np.asarray(rows, dtype=np.int64)
-        starts, counts = self.indptr[rows], self.indptr[rows + 1] - self.indptr[rows]
-        pos = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
-        # offset of each entry inside its own row: 0..count-1, for all rows at once
-        within = np.arange(len(pos), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        return pos, self.indices[np.repeat(starts, counts) + within]
-
-    def keys(self, n_cols: int) -> np.ndarray:
-        """(nnz,) ``row * n_cols + col``; ascending, so membership is a ``searchsorted``."""
-        return self.entry_rows() * n_cols + self.indices
-
-
-def _contains(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Boolean mask (query.shape): which ``query`` keys occur in ``sorted_keys``."""
-    if sorted_keys.size == 0:
-        return np.zeros(query.shape, dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_keys, query), sorted_keys.size - 1)
-    return sorted_keys[pos] == query
 
 
 def _check_ks(ks: Sequence[int], n_items: Optional[int] = None) -> list[int]:

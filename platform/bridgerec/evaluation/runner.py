@@ -6,7 +6,8 @@ from typing import Callable
 
 import torch
 
-from bridgerec.config import ConfigError, EvalConfig
+from bridgerec._config_base import ConfigError
+from bridgerec.evaluation.config import EvalConfig
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation.evaluator import EvalResult, full_ranking
 

@@ -18,7 +18,6 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     "LLMConfig": "config",
     "EncoderConfig": "config",
-    "AugmentConfig": "config",
     "Backbone": "backbone",
     "resolve_backbone": "backbone",
     "load_tokenizer": "backbone",

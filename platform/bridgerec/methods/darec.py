@@ -30,7 +30,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bridgerec.methods import semantic as _semantic  # noqa: F401  (registers the input loaders)
 from bridgerec.methods._common import AlignmentMethod, batch_entities
 from bridgerec.methods.alignment import DisentangledAlignment, kmeans
 from bridgerec.models.base import Batch, DomainModel, bpr_loss

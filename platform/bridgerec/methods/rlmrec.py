@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bridgerec.evaluation import CSR
-from bridgerec.methods import semantic as _semantic  # noqa: F401  (registers the input loaders)
+from bridgerec._csr import CSR
 from bridgerec.methods._common import AlignmentMethod, batch_entities
 from bridgerec.methods.alignment import ContrastiveAlignment, MaskedReconstruction
 from bridgerec.models.base import Batch, DomainModel

@@ -1,6 +1,6 @@
 """LLM-side (semantic) embeddings of users and items for the alignment methods, cached on disk.
 
-Inputs registered in :data:`bridgerec.methods.inputs.INPUT_LOADERS`:
+Inputs (declared in :data:`bridgerec.methods.inputs.INPUT_LOADERS`):
 
 - ``user_semantic`` (U, ds) and ``item_semantic`` (I, ds) float32;
 - ``train_interactions`` (2, E) int64: the (uid, iid) rows of the TRAINING split.
@@ -38,10 +38,9 @@ from typing import Optional
 
 import numpy as np
 
-from bridgerec.data.dataset import DatasetDir
-from bridgerec.methods.inputs import INPUT_LOADERS
+from bridgerec.data.dataset import DatasetDir, read_parts
 
-__all__ = ["semantic_embeddings", "train_interactions", "find_text_embeddings", "augment_root"]
+__all__ = ["semantic_embeddings", "user_semantic", "item_semantic", "train_interactions", "find_text_embeddings", "augment_root"]
 
 _VERSION = 1
 """Bumped when the way the arrays are derived changes (part of the cache key)."""
@@ -87,8 +86,7 @@ def _rows(frame, kind: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _encode_items(cfg, data: DatasetDir, iids: np.ndarray) -> np.ndarray:
     """(len(iids), ds) encoder(title + text) of the given items (the text_embeddings stage's rows)."""
-    from bridgerec.augment.text_embeddings import item_text
-    from bridgerec.llm.encoder import TextEncoder
+    from bridgerec.llm.encoder import TextEncoder, item_text
 
     items = data.items().set_index("iid").loc[iids]
     texts = [item_text(t, x) for t, x in zip(items["title"].astype(str), items["text"].fillna("").astype(str))]
@@ -116,10 +114,8 @@ def _user_means(item_sem: np.ndarray, data: DatasetDir, normalize: bool) -> np.n
 
 def _compute(cfg, data: DatasetDir, source: str, stage_dir: Optional[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     """(user (U, ds), item (I, ds), provenance counts)."""
-    from bridgerec.augment.base import read_stage_output
-
     U, I = data.n_users, data.n_items
-    frame = read_stage_output(stage_dir, columns=["kind", "id", "embedding"]) if stage_dir else None
+    frame = read_parts(stage_dir, columns=["kind", "id", "embedding"]) if stage_dir else None
     got = {k: _rows(frame, k, n) for k, n in (("user_profile", U), ("item_profile", I), ("item_text", I))} if frame is not None else {}
     if source == "profiles" and (got.get("user_profile") is None or got.get("item_profile") is None):
         raise ValueError(
@@ -189,8 +185,11 @@ def semantic_embeddings(cfg, data: DatasetDir) -> tuple[np.ndarray, np.ndarray]:
     return arrays
 
 
-INPUT_LOADERS.update({
-    "user_semantic": lambda cfg, data: semantic_embeddings(cfg, data)[0],
-    "item_semantic": lambda cfg, data: semantic_embeddings(cfg, data)[1],
-    "train_interactions": train_interactions,
-})
+def user_semantic(cfg, data: DatasetDir) -> np.ndarray:
+    """Input ``user_semantic`` (U, ds) float32."""
+    return semantic_embeddings(cfg, data)[0]
+
+
+def item_semantic(cfg, data: DatasetDir) -> np.ndarray:
+    """Input ``item_semantic`` (I, ds) float32."""
+    return semantic_embeddings(cfg, data)[1]

@@ -1,42 +1,40 @@
-"""Domain models behind the :class:`DomainModel` contract, and their registry."""
+"""Domain models behind the :class:`DomainModel` contract, and their registry.
 
-from bridgerec.models.base import DomainModel
-from bridgerec.models.lightgcn import LightGCN
-from bridgerec.models.mf import MF
-from bridgerec.models.popularity import Popularity
-from bridgerec.models.registry import (
-    SERVING_HISTORY,
-    TEST_HISTORY,
-    build_model,
-    build_model_for_dataset,
-    conditioned_on,
-    dataset_inputs,
-    histories_for,
-    model_class,
-    model_names,
-    register_model,
-)
-from bridgerec.models.sasrec import SASRec
+Names resolve lazily (PEP 562): importing :mod:`bridgerec.models.config` or the registry (as the
+root config does) does not import torch or the models.
+"""
 
-register_model("mf")(MF)
-register_model("lightgcn")(LightGCN)
-register_model("sasrec")(SASRec)
-register_model("popularity")(Popularity)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DomainModel",
-    "LightGCN",
-    "MF",
-    "Popularity",
-    "SASRec",
-    "SERVING_HISTORY",
-    "TEST_HISTORY",
-    "build_model",
-    "build_model_for_dataset",
-    "conditioned_on",
-    "dataset_inputs",
-    "histories_for",
-    "model_class",
-    "model_names",
-    "register_model",
-]
+_EXPORTS = {
+    "ModelConfig": "config",
+    "DomainModel": "base",
+    "LightGCN": "lightgcn",
+    "MF": "mf",
+    "Popularity": "popularity",
+    "SASRec": "sasrec",
+    "SERVING_HISTORY": "histories",
+    "TEST_HISTORY": "histories",
+    "conditioned_on": "histories",
+    "dataset_inputs": "histories",
+    "histories_for": "histories",
+    "MODELS": "registry",
+    "build_model": "registry",
+    "build_model_for_dataset": "registry",
+    "model_class": "registry",
+    "model_names": "registry",
+    "register_model": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"bridgerec.models.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'bridgerec.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

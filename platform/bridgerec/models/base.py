@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DomainModel", "Batch"]
+__all__ = ["DomainModel", "Batch", "STREAM_COLUMNS"]
+
+STREAM_COLUMNS = {
+    "pos_idx": "int64 (B,): the event's index in its user's time-ordered training history (the order "
+               "of :func:`bridgerec.models.histories.histories_for` on the train split), so the items "
+               "before it are ``history[:pos_idx]``",
+}
+"""The columns a model may ask for in :attr:`DomainModel.stream_columns`, and what they hold."""
 
 Batch = dict[str, torch.Tensor]
 """A training batch: ``uid`` (B,), ``pos`` (B,), ``neg`` (B, N) int64; sequence models add
@@ -26,15 +34,17 @@ class DomainModel(nn.Module, abc.ABC):
     implements :attr:`histories` and :meth:`set_histories`, so that the caller decides what is
     known history at each stage: the training items for training and validation, train +
     validation events at test time, every known event for serving
-    (:func:`bridgerec.models.registry.histories_for`, ``conditioned_on``). Other models keep
+    (:func:`bridgerec.models.histories.histories_for`, ``conditioned_on``). Other models keep
     the defaults: no histories, and ``set_histories`` does nothing.
     """
 
     dim: int
     n_users: int
     n_items: int
-    needs_sequences: bool = False
-    """True for sequence models: training batches then carry ``seq`` (see :data:`Batch`)."""
+    stream_columns: ClassVar[tuple[str, ...]] = ()
+    """Columns this model needs in each event of the training stream besides ``uid`` and ``iid``.
+    The trainer derives the ones it knows (:data:`STREAM_COLUMNS`) and passes them to
+    :meth:`batch_inputs`; it knows no model by name."""
 
     @abc.abstractmethod
     def user_embeddings(self) -> torch.Tensor: ...
@@ -54,6 +64,13 @@ class DomainModel(nn.Module, abc.ABC):
     def set_histories(self, histories: tuple[np.ndarray, np.ndarray]) -> None:
         """Condition on ``histories`` (CSR as in :attr:`histories`) from now on; drops whatever
         was cached from the old ones. The default, for models without histories, ignores it."""
+
+    def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
+        """Extra entries of a training batch, from one batch of the training stream (``uid``,
+        ``iid`` (B,) and the :attr:`stream_columns`, CPU tensors) and this model's current
+        histories; the trainer adds them to ``uid``/``pos``/``neg``. Default: none. Sequence
+        models return ``seq`` (see :data:`Batch`)."""
+        return {}
 
     def score(self, uids: torch.Tensor, iids: torch.Tensor) -> torch.Tensor:
         """(B,) scores of user ``uids[b]`` for item ``iids[b]``."""

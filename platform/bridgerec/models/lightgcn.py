@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridgerec.config import ModelConfig
+from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
 __all__ = ["LightGCN", "normalized_adjacency"]

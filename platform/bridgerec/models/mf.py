@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bridgerec.config import ModelConfig
+from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
 __all__ = ["MF"]

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridgerec.config import ModelConfig
+from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel
 
 __all__ = ["Popularity"]

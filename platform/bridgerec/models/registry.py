@@ -1,159 +1,62 @@
 """Explicit registry of domain models: name -> class (duplicate and unknown names are errors),
-building a model for a prepared dataset, and the per-stage user histories sequence models
-condition on (:func:`histories_for`, :func:`conditioned_on`)."""
+and building a model for a prepared dataset.
+
+Light on purpose (no torch at import): the root config validates ``model.name`` against
+:data:`MODELS`, whose built-in entries are imported on first lookup.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable
 
-import numpy as np
-from torch import nn
+from bridgerec._registry import Registry
+from bridgerec.models.config import ModelConfig
 
-from bridgerec.config import ModelConfig
-from bridgerec.models.base import DomainModel
-
-__all__ = [
-    "SERVING_HISTORY",
-    "SPLITS",
-    "TEST_HISTORY",
-    "build_model",
-    "build_model_for_dataset",
-    "conditioned_on",
-    "dataset_inputs",
-    "histories_for",
-    "model_class",
-    "model_names",
-    "register_model",
-]
-
-_MODELS: dict[str, type[DomainModel]] = {}
+__all__ = ["MODELS", "build_model", "build_model_for_dataset", "model_class", "model_names", "register_model"]
 
 
-def register_model(name: str) -> Callable[[type[DomainModel]], type[DomainModel]]:
+def _is_domain_model(name: str, cls: Any) -> None:
+    from bridgerec.models.base import DomainModel
+
+    if not (isinstance(cls, type) and issubclass(cls, DomainModel)):
+        raise TypeError(f"{cls!r} is not a DomainModel subclass")
+
+
+MODELS: Registry = Registry(
+    "domain model",
+    "model.name",
+    lazy={
+        "mf": "bridgerec.models.mf:MF",
+        "lightgcn": "bridgerec.models.lightgcn:LightGCN",
+        "sasrec": "bridgerec.models.sasrec:SASRec",
+        "popularity": "bridgerec.models.popularity:Popularity",
+    },
+    check=_is_domain_model,
+)
+"""Every domain model by name; the built-ins are declared here and imported on first use."""
+
+
+def register_model(name: str) -> Callable[[type], type]:
     """Class decorator (or call ``register_model(name)(cls)``) registering a DomainModel."""
-
-    def deco(cls: type[DomainModel]) -> type[DomainModel]:
-        if name in _MODELS:
-            raise ValueError(f"domain model {name!r} is already registered (by {_MODELS[name].__name__})")
-        if not (isinstance(cls, type) and issubclass(cls, DomainModel)):
-            raise TypeError(f"{cls!r} is not a DomainModel subclass")
-        _MODELS[name] = cls
-        return cls
-
-    return deco
+    return MODELS.decorator(name)
 
 
-def model_class(name: str) -> type[DomainModel]:
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ValueError(f"model.name: unknown domain model {name!r}; registered: {model_names()}") from None
+def model_class(name: str) -> type:
+    return MODELS.get_plugin(name)
 
 
 def model_names() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
-def build_model(cfg: ModelConfig, n_users: int, n_items: int, **data: object) -> DomainModel:
+def build_model(cfg: ModelConfig, n_users: int, n_items: int, **data: object):
     """Instantiate ``cfg.name`` with the dataset sizes; ``data`` carries extras a model may need
     (e.g. ``train_pairs`` for graph models)."""
     return model_class(cfg.name)(cfg, n_users, n_items, **data)
 
 
-SPLITS = ("train", "valid", "test")
-"""The dataset's splits, in the order that breaks timestamp ties in :func:`histories_for`."""
-
-TEST_HISTORY = ("train", "valid")
-"""Splits a model conditions on when scored on test (validation keeps the training items)."""
-
-SERVING_HISTORY = SPLITS
-"""Splits a model conditions on for serving: every known interaction."""
-
-Histories = tuple[np.ndarray, np.ndarray]
-
-
-def histories_for(data, splits: Sequence[str] = ("train",), before: str | None = None) -> Histories:
-    """Time-ordered items per user over the events of ``splits``, CSR ``(indptr (U+1,), items)``.
-
-    Rows are ordered by (ts, split, seq, iid) (``seq``: input file, then row, where the dataset has
-    it): an event of a later split in :data:`SPLITS` sorts
-    after an earlier split's event with the same timestamp (under leave-last-out the validation
-    item is then always the last one before the test item). With ``before`` (a split name), the
-    events of the splits other than ``train`` are kept only when their ``ts`` is ``<=`` the
-    user's earliest ``before`` event (all of them for users without one): under the random
-    protocols a validation event may lie after the test event. Training events are always kept:
-    the model was trained on them and the evaluation masks them anyway.
-
-    ``histories_for(data, TEST_HISTORY, before="test")`` is the history at test time,
-    ``histories_for(data, SERVING_HISTORY)`` the one for serving.
-    """
-    from bridgerec.models.sasrec import histories_from_frame
-
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown or not splits:
-        raise ValueError(f"splits must name some of {SPLITS}, got {tuple(splits)}")
-    cut = None
-    if before is not None:
-        b = data.frame(before, ["uid", "ts"])
-        cut = np.full(data.n_users, np.iinfo(np.int64).max, dtype=np.int64)  # (U,) earliest `before` ts
-        np.minimum.at(cut, b["uid"].to_numpy("int64"), b["ts"].to_numpy("int64"))
-    parts = []
-    for split in dict.fromkeys(splits):
-        f = data.frame(split)
-        u, i, t = f["uid"].to_numpy("int64"), f["iid"].to_numpy("int64"), f["ts"].to_numpy("int64")
-        q = f["seq"].to_numpy("int64") if "seq" in f else np.zeros(len(u), dtype=np.int64)
-        if cut is not None and split != "train":
-            keep = t <= cut[u]
-            u, i, t, q = u[keep], i[keep], t[keep], q[keep]
-        parts.append((u, i, t, q, np.full(len(u), SPLITS.index(split), dtype=np.int64)))
-    u, i, t, q, rank = (np.concatenate(cols) for cols in zip(*parts))
-    indptr, items, _ = histories_from_frame(u, i, t, data.n_users, tiebreak=rank, seq=q)
-    return indptr, items
-
-
-@contextlib.contextmanager
-def conditioned_on(module: nn.Module, histories: Histories | Callable[[], Histories]) -> Iterator[nn.Module]:
-    """Within the block, every :class:`DomainModel` inside ``module`` (``module`` itself, or the
-    domain model a method wraps) conditions on ``histories``; the old histories come back after.
-
-    ``histories`` may be a zero-argument callable (e.g. ``lambda: histories_for(data, ...)``):
-    it is called only when some model inside does condition on histories, so models without
-    them cost nothing. Caches of embeddings derived from the histories are dropped on entry
-    and exit: the models drop their own in ``set_histories``, and a module in eval mode is put
-    in eval mode again, which by this codebase's convention (``train(mode)`` clears eval-mode
-    caches, as in SASRec and DaRec) drops the wrappers' caches too. In train mode nothing is cached.
-    """
-    models = [m for m in module.modules() if isinstance(m, DomainModel) and m.histories is not None]
-    if not models:
-        yield module
-        return
-    new = histories() if callable(histories) else histories
-    previous = [m.histories for m in models]
-    for m in models:
-        m.set_histories(new)
-    _drop_caches(module)
-    try:
-        yield module
-    finally:
-        for m, old in zip(models, previous):
-            m.set_histories(old)
-        _drop_caches(module)
-
-
-def _drop_caches(module: nn.Module) -> None:
-    if not module.training:
-        module.eval()
-
-
-def dataset_inputs(data) -> dict:
-    """What models may need from a prepared dataset: ``train_pairs`` (uids, iids) and
-    ``histories`` (time-ordered training items per user, CSR ``(indptr, items)``)."""
-    train = data.frame("train", ["uid", "iid"])
-    uids, iids = train["uid"].to_numpy("int64"), train["iid"].to_numpy("int64")
-    return {"train_pairs": (uids, iids), "histories": histories_for(data, ("train",))}
-
-
-def build_model_for_dataset(cfg: ModelConfig, data) -> DomainModel:
+def build_model_for_dataset(cfg: ModelConfig, data):
     """:func:`build_model` with the sizes and inputs of a :class:`~bridgerec.data.dataset.DatasetDir`."""
+    from bridgerec.models.histories import dataset_inputs
+
     return build_model(cfg, data.n_users, data.n_items, **dataset_inputs(data))

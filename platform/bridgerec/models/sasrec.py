@@ -20,7 +20,7 @@ deterministic in both modes), in batches; in eval mode the result is cached unti
 is called, a parameter changes or :meth:`SASRec.set_histories` replaces the histories. The
 stored history is the training items the model was built with; at test time the caller
 replaces it with train + validation events, and for serving with every known event (see
-:func:`bridgerec.models.registry.histories_for` and ``conditioned_on``). ``item_embeddings()`` is ``M[1:]``. The tables are direct
+:func:`bridgerec.models.histories.histories_for` and ``conditioned_on``). ``item_embeddings()`` is ``M[1:]``. The tables are direct
 parameters of the module so that DeepSpeed ZeRO-3 gathers them in this module's forward.
 
 ``histories_from_frame`` and ``build_sequences`` turn interaction rows into the CSR of
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bridgerec.config import ModelConfig
+from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
 __all__ = ["SASRec", "build_sequences", "histories_from_frame"]
@@ -138,7 +138,7 @@ def _attention_mask(seq: torch.Tensor) -> torch.Tensor:
 class SASRec(DomainModel):
     """SASRec over ``histories=(indptr, items)``; see the module docstring for the formulas."""
 
-    needs_sequences = True
+    stream_columns = ("pos_idx",)
 
     def __init__(self, cfg: ModelConfig, n_users: int, n_items: int, histories=None, **_: object):
         super().__init__()
@@ -212,6 +212,12 @@ class SASRec(DomainModel):
         return super().train(mode)
 
     # -- DomainModel -------------------------------------------------------------------------
+
+    def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
+        """``seq`` (B, L): the items before each event in its user's current history (during
+        training: the training items, as the stream's ``pos_idx`` counts them)."""
+        uid, pos_idx = stream["uid"].numpy(), stream["pos_idx"].numpy()
+        return {"seq": build_sequences(self.histories, uid, pos_idx, self.max_len)}
 
     def user_embeddings(self) -> torch.Tensor:
         if self.training:

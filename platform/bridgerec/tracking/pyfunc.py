@@ -66,14 +66,10 @@ _CHUNK_FLOATS = 1 << 25  # users x items scored per matrix product (128 MiB of f
 
 def seen_csr(uids: np.ndarray, iids: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """(indptr, indices) CSR of the unique (uid, iid) pairs, items sorted within each user."""
-    uids = np.asarray(uids, dtype=np.int64)
-    iids = np.asarray(iids, dtype=np.int64)
-    n_items = int(iids.max()) + 1 if len(iids) else 1
-    keys = np.unique(uids * n_items + iids)
-    u, i = keys // n_items, keys % n_items
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
-    return indptr, i.astype(np.int64)
+    from bridgerec._csr import CSR  # at log time only: MLflow loads this file without bridgerec
+
+    csr = CSR.from_pairs(np.asarray(uids, dtype=np.int64), np.asarray(iids, dtype=np.int64), n_users)
+    return csr.indptr, csr.indices
 
 
 def known_pairs(data: "DatasetDir") -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ def steps_per_epoch(n_train: int, workers: int, batch_size: int) -> int:
 
 def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
     """Blocks hold every event of their users: ``pos_idx`` = index in the user's (ts, seq, iid)
-    order, the same order as :func:`bridgerec.models.registry.histories_for` gives the train split."""
+    order, the same order as :func:`bridgerec.models.histories.histories_for` gives the train split."""
     batch = batch.sort_values(["uid", "ts", "seq", "iid"] if "seq" in batch else ["uid", "ts", "iid"], kind="stable")
     return pd.DataFrame({"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")})
 
@@ -64,13 +64,19 @@ def check_plugins(cfg: Config) -> None:
 
 
 def training_stream(cfg: Config, data: DatasetDir):
-    """The train split as a Ray Dataset of (uid, iid[, pos_idx]) for the workers to shard.
+    """The train split as a Ray Dataset of (uid, iid) plus the columns the model declares in
+    ``stream_columns`` (:data:`bridgerec.models.base.STREAM_COLUMNS`), for the workers to shard.
 
     Under ``train.shuffle=global`` it is shuffled once here (Ray Data ``random_shuffle``, seeded)
     so each rank's share is a random sample of all events, not a range of users (the split is
     stored sorted by user); the ranks then permute their shares every epoch."""
     ds = data.read_split("train")
-    if not model_class(cfg.model.name).needs_sequences:
+    wanted = model_class(cfg.model.name).stream_columns  # the DomainModel contract, no model names here
+    unknown = [c for c in wanted if c != "pos_idx"]
+    if unknown:
+        raise ValueError(f"model {cfg.model.name!r} asks for stream columns {unknown}; the trainer provides: pos_idx "
+                         "(see bridgerec.models.base.STREAM_COLUMNS)")
+    if "pos_idx" not in wanted:
         ds = ds.select_columns(["uid", "iid"])
     else:
         n = int(data.manifest["counts"]["train"])

@@ -33,7 +33,6 @@ from bridgerec.evaluation import full_ranking, mlflow_metric_name
 from bridgerec.methods import Method, build_method
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.models import build_model, dataset_inputs
-from bridgerec.models.sasrec import build_sequences
 from bridgerec.training.collectives import all_gather_objects, broadcast_flag, same_on_all_ranks
 from bridgerec.training.engines import STATE_FILE, Engine, build_engine
 
@@ -186,7 +185,7 @@ def train_loop_per_worker(config: dict) -> None:
     sampler = NegativeSampler(data.n_items, *train_pairs, data.n_users, seed=seed)
     shard = ray.train.get_dataset_shard("train")
     share: _Share | None = None
-    columns = ["uid", "iid"] + (["pos_idx"] if model.needs_sequences else [])
+    columns = ["uid", "iid", *model.stream_columns]  # what the model asks of the stream (DomainModel contract)
     tracker = _Tracker(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else _Tracker(None, None)
     key = valid_metric_key(cfg)
     t_start, first_epoch = time.time(), progress["epoch"] + 1
@@ -205,9 +204,7 @@ def train_loop_per_worker(config: dict) -> None:
         for batch in batches:
             uid = batch["uid"]
             neg = torch.from_numpy(sampler.sample(uid.numpy(), n_neg))
-            step_batch = {"uid": uid, "pos": batch["iid"], "neg": neg}
-            if model.needs_sequences:  # the items before this event, from the time-ordered history
-                step_batch["seq"] = build_sequences(inputs["histories"], uid.numpy(), batch["pos_idx"].numpy(), cfg.model.max_seq_len)
+            step_batch = {"uid": uid, "pos": batch["iid"], "neg": neg, **model.batch_inputs(batch)}
             if device.type != "cpu":
                 step_batch = {k: v.to(device, non_blocking=True) for k, v in step_batch.items()}
             losses = engine.step(step_batch)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bridgerec.config import Config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, check_eval_ks, evaluate_split, popularity_scores
+from bridgerec.methods.inputs import pin_method_inputs
 from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, mlflow_run, ui_command
 from bridgerec.training import check_plugins, train
 from bridgerec.workflows.evaluate import evaluate_model
@@ -40,6 +41,9 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
     check_plugins(cfg)
     data = prepare(cfg, log=log)
     check_eval_ks(cfg.eval, data.n_items)
+    inputs = pin_method_inputs(cfg, data)  # the augmentation output this run consumes, fixed before any worker starts
+    if inputs:
+        log(f"[train] method inputs: {inputs['input.text_embeddings']}")
     baseline = _popularity(data, cfg)
     if not cfg.tracking.enabled:
         result = train(cfg, data)
@@ -56,7 +60,7 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
                                 k=cfg.tracking.recommend_k, alias=cfg.tracking.alias)
         import mlflow
 
-        mlflow.set_tags({"checkpoint_dir": result.checkpoint_dir, "pyfunc_model_uri": info.model_uri})
+        mlflow.set_tags({"checkpoint_dir": result.checkpoint_dir, "pyfunc_model_uri": info.model_uri, **inputs})
         if cfg.tracking.registered_model:
             log(f"[mlflow] registered models:/{cfg.tracking.registered_model}"
                 + (f"@{cfg.tracking.alias}" if cfg.tracking.alias else f"/{info.registered_model_version}"))

@@ -1,57 +1,55 @@
-"""Interaction sources and their registry (``data.source.kind`` -> source class).
+"""Interaction sources and their registry (``data.source.kind`` -> source factory).
 
 Each source implements :class:`~bridgerec.data.sources.base.Source`. Register new kinds with
-:func:`register_source`; names are unique.
+:func:`register_source`; names are unique. The registry is light (no pandas at import), so the
+root config can check ``data.source.kind`` against :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
-from bridgerec.config import SourceConfig
-from bridgerec.data.sources.base import RAW_COLUMNS, Source
+from bridgerec._registry import Registry
+from bridgerec.data.config import SourceConfig
 
-__all__ = ["RAW_COLUMNS", "Source", "build_source", "register_source", "source_kinds"]
+__all__ = ["RAW_COLUMNS", "SOURCES", "Source", "build_source", "register_source", "source_kinds"]
 
-_REGISTRY: dict[str, Callable[[SourceConfig, int], Source]] = {}
+SOURCES: Registry = Registry("source", "data.source.kind")
+"""``kind`` -> ``factory(cfg: SourceConfig, seed: int) -> Source``."""
 
 
-def register_source(kind: str, factory: Callable[[SourceConfig, int], Source]) -> None:
+def register_source(kind: str, factory: Callable[[SourceConfig, int], Any]) -> None:
     """Register ``factory(cfg, seed) -> Source`` under ``kind``; duplicates are rejected."""
-    if kind in _REGISTRY:
-        raise ValueError(f"source kind {kind!r} is already registered")
-    _REGISTRY[kind] = factory
+    SOURCES.register(kind, factory)
 
 
 def source_kinds() -> list[str]:
-    _ensure_builtins()
-    return sorted(_REGISTRY)
+    return SOURCES.names()
 
 
-def build_source(cfg: SourceConfig, seed: int = 0) -> Source:
+def build_source(cfg: SourceConfig, seed: int = 0):
     """Build the source named by ``cfg.kind``."""
-    _ensure_builtins()
-    try:
-        factory = _REGISTRY[cfg.kind]
-    except KeyError:
-        raise ValueError(f"data.source.kind: unknown source {cfg.kind!r}; known: {source_kinds()}") from None
-    return factory(cfg, seed)
+    return SOURCES.get_plugin(cfg.kind)(cfg, seed)
 
 
-def _ensure_builtins() -> None:
-    """Register the built-in kinds on first use (imported lazily: no import cycles)."""
-    if "synthetic" in _REGISTRY:
-        return
-    def lazy(module: str, cls: str, with_seed: bool) -> Callable[[SourceConfig, int], Source]:
-        def factory(cfg: SourceConfig, seed: int) -> Source:
-            klass = getattr(importlib.import_module(module), cls)
-            return klass.from_config(cfg, seed) if with_seed else klass.from_config(cfg)
+def _builtin(module: str, cls: str, with_seed: bool) -> Callable[[SourceConfig, int], Any]:
+    """A factory that imports its module on first use (the registry stays light)."""
 
-        return factory
+    def factory(cfg: SourceConfig, seed: int):
+        klass = getattr(importlib.import_module(module), cls)
+        return klass.from_config(cfg, seed) if with_seed else klass.from_config(cfg)
 
-    register_source("synthetic", lazy("bridgerec.data.synthetic", "SyntheticSource", True))
-    register_source("movielens", lazy("bridgerec.data.sources.movielens", "MovieLensSource", False))
-    register_source("amazon", lazy("bridgerec.data.sources.amazon", "AmazonSource", False))
-    register_source("table", lazy("bridgerec.data.sources.table", "TableSource", False))
+    return factory
 
+
+register_source("synthetic", _builtin("bridgerec.data.synthetic", "SyntheticSource", True))
+register_source("movielens", _builtin("bridgerec.data.sources.movielens", "MovieLensSource", False))
+register_source("amazon", _builtin("bridgerec.data.sources.amazon", "AmazonSource", False))
+register_source("table", _builtin("bridgerec.data.sources.table", "TableSource", False))
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RAW_COLUMNS", "Source"):  # the contract, with pandas behind it: imported on use
+        return getattr(importlib.import_module("bridgerec.data.sources.base"), name)
+    raise AttributeError(f"module 'bridgerec.data.sources' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 
 import pandas as pd
 
-from bridgerec.config import SourceConfig
+from bridgerec.data.config import SourceConfig
 from bridgerec.data.sources._common import (
     JSONL_SUFFIXES,
     first_json_record,

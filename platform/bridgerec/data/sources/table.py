@@ -1,6 +1,6 @@
 """Generic event tables: Parquet, CSV or JSON lines, one file or a directory of files.
 
-Columns come from ``data.source.columns`` (:class:`~bridgerec.config.ColumnMapping`):
+Columns come from ``data.source.columns`` (:class:`~bridgerec.data.config.ColumnMapping`):
 
 - ``user`` / ``item``: the ids (CSV ids are read as strings, so ``"007"`` stays ``"007"``);
 - ``rating``: the rating; ``None`` gives every row rating 1.0 (implicit feedback);
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from bridgerec.config import ColumnMapping, SourceConfig
+from bridgerec.data.config import ColumnMapping, SourceConfig
 from bridgerec.data import fs
 from bridgerec.data.sources._common import (
     JSONL_SUFFIXES,
