@@ -6,7 +6,9 @@ For MF and LightGCN on the same prepared synthetic dataset and the same config (
 negatives, optimizer), in one run:
 
 - plain: one Python process, the same model class and negative sampler, numpy-shuffled batches,
-  ``loss.backward(); opt.step()`` — no Ray, no DDP (run in a child process so its peak RSS is its own);
+  ``loss.backward(); opt.step()`` — no Ray, no DDP (run in a child process so its peak RSS is its own),
+  once per ``--plain-threads`` count (torch's default uses every core; a Ray Train worker with 1 CPU
+  runs 1 thread, which is faster for these small kernels);
 - Ray Train with 1 and with 2 workers (``train.strategy``, DDP by default) for each
   ``train.shuffle`` mode in ``--shuffles`` (``global``: one seeded Ray Data random_shuffle, then a
   per-epoch permutation of each worker's in-memory share; ``buffer``: streaming from Ray Data every
@@ -47,8 +49,9 @@ def bench_config(args: argparse.Namespace, model: str, workers: int, shuffle: st
     ])
 
 
-def _plain_child(cfg: Config, path: str, queue) -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def _plain_child(cfg: Config, path: str, queue, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)  # Ray gives each 1-CPU worker OMP_NUM_THREADS=1
     data = DatasetDir(path)
     torch.manual_seed(0)
     model = build_model_for_dataset(cfg.model, data)
@@ -72,10 +75,10 @@ def _plain_child(cfg: Config, path: str, queue) -> None:
     queue.put((rates, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
 
-def run_plain(cfg: Config, path: str) -> tuple[float, int]:
+def run_plain(cfg: Config, path: str, threads: int = 0) -> tuple[float, int]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_plain_child, args=(cfg, path, queue))
+    proc = ctx.Process(target=_plain_child, args=(cfg, path, queue, threads))
     proc.start()
     rates, peak = queue.get()
     proc.join()
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--strategy", default="ddp", choices=["ddp", "deepspeed"], help="Ray Train engine")
     p.add_argument("--models", default="mf,lightgcn", help="comma-separated domain models")
     p.add_argument("--shuffles", default="global,buffer", help="comma-separated train.shuffle modes for the Ray rows")
+    p.add_argument("--plain-threads", default="0,1",
+                   help="comma-separated torch thread counts for the plain loop (0 = torch's default, all cores); "
+                        "the first is the baseline of the ratios. Ray Train workers run with 1 thread per CPU")
     p.add_argument("--work-dir", default="bridgerec_work/bench/train", help="where data and checkpoints go")
     args = p.parse_args(argv)
 
@@ -113,8 +119,11 @@ def main(argv: list[str] | None = None) -> None:
         stream_s[shuffle] = time.time() - t0
     rows = []
     for model in args.models.split(","):
-        plain_rate, plain_mem = run_plain(bench_config(args, model, 1), path)
-        rows.append((model, "plain PyTorch", 1, plain_rate, 1.0, plain_mem))
+        plain_rate = None
+        for threads in (int(t) for t in args.plain_threads.split(",")):
+            rate, mem = run_plain(bench_config(args, model, 1), path, threads)
+            plain_rate = plain_rate or rate
+            rows.append((model, f"plain, {threads or torch.get_num_threads()} thread(s)", 1, rate, rate / plain_rate, mem))
         for shuffle in args.shuffles.split(","):
             for workers in (1, 2):
                 rate, mem = run_ray(bench_config(args, model, workers, shuffle), path)
