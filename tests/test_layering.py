@@ -144,3 +144,30 @@ def test_importing_a_config_imports_no_heavy_package(module):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT.parent), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_module_imports_first():
+    """Each module imported first, in a process that has loaded no other bridgerec module (as a
+    Ray worker does when it unpickles a function): a cycle between two modules of one package
+    shows up only then, as 'partially initialized module'. Third-party modules stay loaded."""
+    import subprocess
+    import sys
+
+    names = sorted({".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+                    for p in ROOT.rglob("*.py")})
+    code = (
+        "import importlib, sys, traceback\n"
+        f"names = {names!r}\n"
+        "bad = []\n"
+        "for n in names:\n"
+        "    for m in [m for m in sys.modules if m == 'bridgerec' or m.startswith('bridgerec.')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(n)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{n}: {type(e).__name__}: {e}')\n"
+        "print('\\n'.join(bad))\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]

@@ -8,10 +8,13 @@ root config can check ``data.source.kind`` against :data:`SOURCES`.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from bridgerec._registry import Registry
-from bridgerec.data.config import SourceConfig
+
+if TYPE_CHECKING:  # annotations only: data.config's validators import this module (SOURCES), and a
+    # process that imports this module first (a Ray Data worker unpickling a source) would cycle
+    from bridgerec.data.config import SourceConfig
 
 __all__ = ["RAW_COLUMNS", "SOURCES", "Source", "build_source", "register_source", "source_kinds"]
 
