@@ -1,6 +1,6 @@
 """The newcomer's end-to-end job on the embedded synthetic data.
 
-    python jobs/quickstart.py [--config jobs/configs/quickstart.yaml] [key=value ...]
+    python jobs/quickstart.py [--config FILE] [key=value ...]   (default: the packaged quickstart.yaml)
     ray job submit --working-dir . -- python jobs/quickstart.py
 """
 

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
-exec .venv/bin/bridgerec quickstart --config jobs/configs/quickstart.yaml "$@"
+exec .venv/bin/bridgerec quickstart "$@"

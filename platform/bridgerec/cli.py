@@ -1,7 +1,10 @@
 """The `bridgerec` command: parse arguments, load the config, call a workflow.
 
 Every subcommand that takes a config accepts ``--config FILE`` and trailing ``key=value``
-overrides (``bridgerec config-docs`` lists every key).
+overrides (``bridgerec config-docs`` lists every key). Output is one line per phase, a progress
+bar per long phase and a results table; ``-v``/``--verbose`` (or ``BRIDGEREC_VERBOSE=1``) brings
+Ray's, Ray Data's and MLflow's own logs back. Every run writes its full log to
+``<work_dir>/logs/`` and prints the path (:mod:`bridgerec.console`).
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bridgerec import console
 from bridgerec.config import ConfigError, config_docs, load_config
+from bridgerec.console import VERBOSE_ENV
 
 __all__ = ["main", "build_parser"]
 
@@ -17,8 +22,22 @@ _OVERRIDES_HELP = "config overrides as dotted key=value (e.g. train.epochs=5 dat
 
 
 def _add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--config", "-c", default=default, help=f"YAML config file (default: {default or 'built-in defaults'})")
+    p.add_argument("--config", "-c", default=None, help=f"YAML config file (default: {default or 'built-in defaults'})")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=_OVERRIDES_HELP)
+    _add_verbose(p)
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also show Ray's, Ray Data's and MLflow's logs and the Ray workers' output "
+                   f"(or set {VERBOSE_ENV}=1); the full log is always written under <work_dir>/logs/")
+
+
+def quickstart_config() -> str:
+    """The quickstart's config, shipped inside the package (so the command works from any directory)."""
+    from importlib.resources import files
+
+    return str(files("bridgerec") / "configs" / "quickstart.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="prepare the synthetic dataset, train MF (BPR) on 2 Ray Train workers, evaluate, log to MLflow",
                        description="The newcomer's end-to-end run on the embedded synthetic data. Starts a local Ray "
                        "unless RAY_ADDRESS is set; prints a results table and the MLflow run id.")
-    _add_config_args(p)
+    _add_config_args(p, "the packaged quickstart.yaml: MF on the small synthetic world")
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     p = data.add_parser("prepare", help="read, validate, filter and split a source into a dataset directory",
@@ -54,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store <work-dir>/mlflow.db)")
     p.add_argument("--work-dir", default="bridgerec_work", help="work_dir of the run, for the default local store (default bridgerec_work)")
     p.add_argument("--dataset-dir", default=None, help="dataset directory (default: the one recorded in the run)")
+    _add_verbose(p)
 
     p = sub.add_parser("config-docs", help="list every config key with its type, default and meaning")
     sub.add_parser("models", help="list the registered domain models (values of model.name)")
@@ -83,12 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except KeyboardInterrupt:
+        console.detail("interrupted")
+        print(f"bridgerec {args.command}: interrupted" + (f"; full log: {console.log_path()}" if console.log_path() else ""),
+              file=sys.stderr)
+        return 130
     except _user_errors() as exc:
         if os.environ.get("BRIDGEREC_TRACEBACK"):
             raise
         msg = exc.message if hasattr(exc, "message") and isinstance(exc.message, str) else str(exc)
+        console.detail(f"error: {msg}")
         print(f"bridgerec {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except Exception:
+        console.record_exception(f"bridgerec {args.command} failed")
+        raise
+    finally:
+        console.stop()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -101,27 +132,42 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("\n".join(_registry_lines(args.command)))
         return 0
     if args.command == "evaluate":
-        from bridgerec.workflows.report import results_table
-
         uri = args.tracking_uri or load_config(None, [f"work_dir={args.work_dir}"]).tracking_uri()
-        cfg, res = workflows.evaluate_run(args.run_id, args.split, uri, args.dataset_dir)
-        print(results_table({cfg.model.name: res}, cfg.eval.ks))
+        _start(args, args.work_dir)
+        workflows.evaluate_and_report(args.run_id, args.split, uri, args.dataset_dir)
         return 0
-    default = "jobs/configs/quickstart.yaml" if args.command == "quickstart" else None
-    cfg = load_config(args.config or _shipped(default), args.overrides)
+    default = quickstart_config() if args.command == "quickstart" else None
+    cfg = load_config(args.config or default, args.overrides)
+    _start(args, cfg.work_dir)
     if args.command == "quickstart":
         workflows.quickstart(cfg)
     elif args.command == "train":
-        workflows.train_and_log(cfg)
+        workflows.print_summary(cfg, workflows.train_and_log(cfg), "train")
     elif args.command == "data":
-        workflows.prepare(cfg)
+        data = workflows.prepare(cfg)
+        console.result(f"bridgerec data prepare: {data.path}\nfull log: {console.log_path()}")
     elif args.command == "augment":
-        from bridgerec.augment import run_augmentations
-        from bridgerec.runtime import init_ray
-
-        init_ray(cfg.ray)
-        run_augmentations(cfg, cfg.augment.stages)
+        _augment(cfg)
     return 0
+
+
+def _start(args: argparse.Namespace, work_dir: str) -> None:
+    name = args.command + (f"-{args.data_command}" if args.command == "data" else "")
+    path = console.start(name, work_dir, verbose=args.verbose)
+    console.say(f"bridgerec {name.replace('-', ' ')}: full log in {path}")
+
+
+def _augment(cfg) -> None:
+    from bridgerec.augment import run_augmentations
+    from bridgerec.runtime import init_ray
+
+    init_ray(cfg.ray)
+    results = run_augmentations(cfg, cfg.augment.stages)
+    width = max(len(n) for n in results)
+    lines = ["", f"{'stage':<{width}}  {'rows':>8}  {'computed':>8}  {'seconds':>8}  output"]
+    lines += [f"{n:<{width}}  {r.rows:>8}  {r.computed_rows:>8}  {r.seconds:>8.1f}  {r.path}" + ("  (reused)" if r.reused else "")
+              for n, r in results.items()]
+    console.result("\n".join(lines + ["", f"full log: {console.log_path()}"]))
 
 
 def _registry_lines(kind: str) -> list[str]:
@@ -141,13 +187,6 @@ def _registry_lines(kind: str) -> list[str]:
 
     width = max(len(n) for n, _ in entries)
     return [f"{n:<{width}}  {summary(c)}" for n, c in entries]
-
-
-def _shipped(path: str | None) -> str | None:
-    """A shipped config if it exists relative to the cwd (repo checkout), else built-in defaults."""
-    import os
-
-    return path if path and os.path.exists(path) else None
 
 
 if __name__ == "__main__":

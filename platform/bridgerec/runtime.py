@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import ray
 
+from bridgerec import console
+
 __all__ = ["init_ray", "default_device"]
 
 
@@ -20,7 +22,8 @@ def init_ray(cfg: Any = None, *, address: Optional[str] = None, num_cpus: Option
 
     A local Ray gets more logical CPUs than cores (``max(8, cores)``) so that small actors
     (Serve ingress, Data actors) schedule beside 2 training workers on a 2-core machine.
-    Returns the cluster resources.
+    Workers' and actors' output reaches this console only with ``--verbose``
+    (:mod:`bridgerec.console`); it is always in Ray's session logs. Returns the cluster resources.
     """
     if cfg is not None:
         address = address or cfg.address
@@ -28,15 +31,27 @@ def init_ray(cfg: Any = None, *, address: Optional[str] = None, num_cpus: Option
     if ray.is_initialized():
         return ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS")
-    common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    loud = console.verbose()
+    common = dict(include_dashboard=False, logging_level=logging.INFO, log_to_driver=loud)
     if address:
         ray.init(address=address, **common)
     else:
         num_cpus = num_cpus or max(8, os.cpu_count() or 1)
         ray.init(num_cpus=num_cpus, **common)
-    ctx = ray.data.DataContext.get_current()
+    ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers
     ctx.enable_progress_bars = bool(int(os.environ.get("BRIDGEREC_PROGRESS_BARS", "0")))
+    console.quiet_libraries()
+    console.detail(f"ray: {ray.get_runtime_context().gcs_address}; workers' logs under {_session_dir()}")
     return ray.cluster_resources()
+
+
+def _session_dir() -> str:
+    try:
+        from ray._private.worker import _global_node
+
+        return os.path.join(_global_node.get_session_dir_path(), "logs")
+    except Exception:  # noqa: BLE001 - a private API: the path is a courtesy in the log file
+        return "the Ray session's logs directory"
 
 
 def default_device() -> str:

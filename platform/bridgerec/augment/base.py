@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bridgerec.augment.registry import STAGES, register_stage
+from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir, read_parts
 
 Config = Any
@@ -114,7 +115,7 @@ def load_domain_embeddings(src: str, tracking_uri: str | None = None) -> tuple[n
 class AugmentContext:
     """Shared inputs of a run: config, dataset, catalog, backbone, domain embeddings (all lazy)."""
 
-    def __init__(self, cfg: Config, domain_embeddings: Any = None, log: Callable[[str], None] = print):
+    def __init__(self, cfg: Config, domain_embeddings: Any = None, log: Callable[[str], None] = say):
         self.cfg = cfg
         self.log = log
         self.dataset = DatasetDir(cfg.dataset_dir())

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import pandas as pd
 
 from bridgerec.augment.base import META, STAGES, AugmentContext, ShardWriter, StageResult, read_stage_output
+from bridgerec.console import progress, say
 
 Config = Any
 """The root :class:`bridgerec.config.Config` (not imported: augment sits below the root config)."""
@@ -79,7 +80,8 @@ def _run_llm_stages(ctx: AugmentContext, names: list[str]) -> dict[str, StageRes
     if parts:
         ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         out = generate_dataset(ds, ctx.cfg.llm, ctx.model_path, _LLM_COLUMNS)
-        for batch in out.iter_batches(batch_format="pandas", batch_size=None):
+        shards = sum(int(w.remaining["_shard"].nunique()) for w in writers.values() if len(w.remaining))
+        for batch in progress(out.iter_batches(batch_format="pandas", batch_size=None), shards, f"[augment] {'+'.join(names)}"):
             for name, part in batch.groupby("_stage"):
                 writers[str(name)].add(part.drop(columns=["_stage"]))
     seconds = time.time() - t0
@@ -101,7 +103,8 @@ def _run_stage(ctx: AugmentContext, name: str) -> StageResult:
         w.write_empty()
     elif len(w.remaining):
         out = st.transform(ray.data.from_pandas(_chunks(w.remaining)))
-        for batch in out.iter_batches(batch_format="pandas", batch_size=None):
+        shards = int(w.remaining["_shard"].nunique())
+        for batch in progress(out.iter_batches(batch_format="pandas", batch_size=None), shards, f"[augment] {name}"):
             w.add(batch)
     seconds = time.time() - t0
     rows = w.finalize(seconds)
@@ -109,7 +112,7 @@ def _run_stage(ctx: AugmentContext, name: str) -> StageResult:
 
 
 def run_augmentations(cfg: Config, stages: Optional[Sequence[str]] = None, *, domain_embeddings: Any = None,
-                      log: Callable[[str], None] = print) -> dict[str, StageResult]:
+                      log: Callable[[str], None] = say) -> dict[str, StageResult]:
     """Run ``stages`` (default ``cfg.augment.stages``) and what they depend on; returns one result per stage.
 
     ``domain_embeddings``: ``(user_emb, item_emb)`` arrays, a dict with those keys, or an .npz path

@@ -41,6 +41,7 @@ import ray
 from ray.data.expressions import col
 
 from bridgerec import __version__
+from bridgerec.console import detail, say
 from bridgerec.data.config import DataConfig
 from bridgerec.data.schema import DataValidationError, QUARANTINE_COLUMNS, validate_events
 from bridgerec.data.sources import Source, build_source
@@ -284,7 +285,7 @@ def _n_partitions(n_rows: int) -> int:
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def prepare_dataset(cfg: Config, log: Callable[[str], None] = print) -> PrepareResult:
+def prepare_dataset(cfg: Config, log: Callable[[str], None] = say) -> PrepareResult:
     """Prepare ``cfg.data`` into ``cfg.dataset_dir()`` (Ray must be initialised).
 
     Errors raised inside Ray tasks (bad rows, duplicates, source problems) are re-raised here
@@ -397,7 +398,7 @@ def _build(cfg: Config, source: Source, fingerprint: str, tmp: str, log: Callabl
     dense = events.map_batches(_to_dense, batch_format="pandas", fn_kwargs=dict(users=uref, items=iref))
     labeled = _label_splits(dense, dcfg, n_events, parts).materialize()
 
-    log(f"[data] writing tables into {tmp}")
+    detail(f"[data] writing tables into {tmp}")
     labeled.drop_columns(["split"]).write_parquet(os.path.join(tmp, "interactions"))
     split_counts = {}
     for name in SPLITS:
@@ -480,7 +481,7 @@ def _kcore(events, ku: int, ki: int, max_iter: int, parts: int, log) -> tuple[An
     """Iteratively drop users with < ku and items with < ki events until stable (or ``max_iter``
     passes); the returned ids are exactly those of the returned events. Stopping at ``max_iter``
     before it is stable warns (:class:`KCoreNotConvergedWarning` and a log line)."""
-    it = 0
+    it, dropped = 0, (0, 0)
     while True:
         users, items = _counts(events, "user_id", parts), _counts(events, "item_id", parts)
         keep_u, keep_i = users[users >= ku].index, items[items >= ki].index
@@ -494,9 +495,12 @@ def _kcore(events, ku: int, ki: int, max_iter: int, parts: int, log) -> tuple[An
                            "as preprocessing.kcore_converged=false")
                 warnings.warn(message, KCoreNotConvergedWarning, stacklevel=2)
                 log(f"[data] WARNING: {message}")
+            if it:
+                log(f"[data] {ku}/{ki}-core: {it} pass(es) dropped {dropped[0]} users, {dropped[1]} items")
             return events, users.index, items.index, _KCore(it, converged, below_u, below_i)
         it += 1
-        log(f"[data] k-core pass {it}: dropping {len(users) - len(keep_u)} users, {len(items) - len(keep_i)} items")
+        dropped = (dropped[0] + below_u, dropped[1] + below_i)
+        detail(f"[data] k-core pass {it}: dropping {below_u} users, {below_i} items")
         events = events.map_batches(
             _keep_ids, batch_format="pandas", fn_kwargs=dict(users=ray.put(keep_u), items=ray.put(keep_i))
         ).materialize()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -11,6 +12,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from bridgerec.config import Config
+from bridgerec.console import EpochBar, say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.methods import Method, build_method, method_class
 from bridgerec.methods.inputs import load_method_inputs
@@ -124,14 +126,17 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
     model = build_method_for_dataset(cfg, data)
     if not any(p.requires_grad for p in model.parameters()):
         return _nothing_to_train(cfg, data, model)
+    steps = steps_per_epoch(n_train, workers, cfg.train.batch_size)
+    pump = _ProgressPump(cfg.train.epochs)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.model_dump(),
             "dataset_dir": data.path,
-            "steps_per_epoch": steps_per_epoch(n_train, workers, cfg.train.batch_size),
+            "steps_per_epoch": steps,
             "run_id": run_id,
             "tracking_uri": tracking_uri,
+            "progress_queue": pump.queue,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.train.use_gpu),
         datasets={"train": training_stream(cfg, data)},
@@ -145,7 +150,8 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
     )
-    result = trainer.fit()
+    with pump:
+        result = trainer.fit()
     if result.error:
         raise result.error
     best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(key, float("-inf")))
@@ -154,13 +160,58 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
     return TrainResult(model, dict(best_metrics), _history(result), result.path, best_ckpt.path)
 
 
+class _ProgressPump:
+    """Rank 0's progress events (a Ray queue actor, no CPU) rendered on the driver by
+    :class:`~bridgerec.console.EpochBar` while ``trainer.fit()`` blocks the main thread. Workers
+    print nothing themselves, so every epoch is reported once, by the driver."""
+
+    def __init__(self, epochs: int):
+        from ray.util.queue import Queue
+
+        self.queue = Queue(maxsize=10_000, actor_options={"num_cpus": 0})
+        self.epochs = epochs
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: EpochBar | None = None
+
+    def _drain(self, block: bool) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                event = self.queue.get(block=block, timeout=0.5 if block else None)
+            except Empty:
+                return
+            except Exception:  # noqa: BLE001 - the queue actor is gone (Ray shutting down)
+                self._stop.set()
+                return
+            self._bar.handle(event)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._drain(block=True)
+
+    def __enter__(self) -> "_ProgressPump":
+        self._bar = EpochBar(self.epochs)
+        self._thread = threading.Thread(target=self._run, name="bridgerec-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._drain(block=False)
+        self._bar.close()
+        self.queue.shutdown()
+
+
 def _nothing_to_train(cfg: Config, data: DatasetDir, model: Method) -> TrainResult:
     """A model without trainable parameters (``popularity``): no Ray Train run, one validation."""
     from bridgerec.evaluation import evaluate_split
 
     valid = {"valid_" + k: v for k, v in evaluate_split(model.full_scores, data, cfg.eval, "valid").flat().items() if "/" not in k}
-    print(f"[train] {cfg.model.name} has no trainable parameters: nothing to train; "
-          f"{valid_metric_key(cfg)} {valid[valid_metric_key(cfg)]:.4f}", flush=True)
+    say(f"[train] {cfg.model.name} has no trainable parameters: nothing to train; "
+        f"{valid_metric_key(cfg)} {valid[valid_metric_key(cfg)]:.4f}")
     return TrainResult(model.eval(), {"epoch": 0, **valid}, [{"epoch": 0, **valid}], "", "")
 
 

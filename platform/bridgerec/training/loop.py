@@ -27,6 +27,7 @@ import ray.train.torch
 import torch
 
 from bridgerec.config import Config
+from bridgerec.console import epoch_line, step_line
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.data.sampling import NegativeSampler
 from bridgerec.evaluation import full_ranking, mlflow_metric_name
@@ -143,6 +144,29 @@ class _Tracker:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+class _Reporter:
+    """Rank 0's progress for the driver: events into the driver's queue (``progress_queue`` in the
+    loop config, rendered there by :class:`bridgerec.console.EpochBar`), else printed lines."""
+
+    def __init__(self, queue, rank: int):
+        self.queue, self.rank = queue, rank
+
+    def send(self, event: dict) -> None:
+        if self.rank != 0:
+            return
+        if self.queue is not None:
+            try:
+                self.queue.put(event, block=False)
+                return
+            except Exception:  # noqa: BLE001 - a full or gone queue must not stop training: print instead
+                pass
+        text = {"epoch": epoch_line, "step": step_line}.get(event["kind"], lambda e: e["text"])(event)
+        print(text, flush=True)
+
+    def message(self, text: str) -> None:
+        self.send({"kind": "message", "text": text})
+
+
 def _quiet_ray_train_reports() -> None:
     """Drop Ray Train's INFO line per ``ray.train.report`` (it prints the whole report, per rank).
 
@@ -177,11 +201,11 @@ def train_loop_per_worker(config: dict) -> None:
     model = engine.module
     progress = _restore(engine)
     bs, n_neg, seed = cfg.train.batch_size, cfg.train.num_negatives, cfg.train.seed
-    if rank == 0:
-        print(f"[train] {world} worker(s) x batch {bs} x {cfg.train.grad_accum_steps} accumulation = global batch "
-              f"{world * bs * cfg.train.grad_accum_steps}; {steps} steps per epoch; shuffle {cfg.train.shuffle}", flush=True)
-        if progress["epoch"] >= 0:
-            print(f"[train] resumed from the checkpoint of epoch {progress['epoch'] + 1}", flush=True)
+    report = _Reporter(config.get("progress_queue"), rank)
+    report.message(f"[train] {world} worker(s) x batch {bs} x {cfg.train.grad_accum_steps} accumulation = global batch "
+                   f"{world * bs * cfg.train.grad_accum_steps}; {steps} steps per epoch; shuffle {cfg.train.shuffle}")
+    if progress["epoch"] >= 0:
+        report.message(f"[train] resumed from the checkpoint of epoch {progress['epoch'] + 1}")
     sampler = NegativeSampler(data.n_items, *train_pairs, data.n_users, seed=seed)
     shard = ray.train.get_dataset_shard("train")
     share: _Share | None = None
@@ -213,7 +237,8 @@ def train_loop_per_worker(config: dict) -> None:
             total += float(sum(cfg.method.loss_weights.get(k, 1.0) * v for k, v in losses.items()))
             step += 1
             if rank == 0 and cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
-                _print_progress(epoch, first_epoch, cfg.train.epochs, step, steps, total / step, world * bs * step / (time.time() - t0), t_start, time.time())
+                report.send(_step_event(epoch, first_epoch, cfg.train.epochs, step, steps, total / step,
+                                        world * bs * step / (time.time() - t0), t_start, time.time()))
         if step < steps:
             raise RuntimeError(f"rank {rank} got {step} full batches, expected {steps}: shards are unequal")
         metrics = {
@@ -240,16 +265,17 @@ def train_loop_per_worker(config: dict) -> None:
             stop = bool(cfg.train.patience) and progress["bad_epochs"] >= cfg.train.patience
             tracker.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
             eta = (time.time() - t_start) / (epoch + 1 - first_epoch) * (cfg.train.epochs - epoch - 1)
-            print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} loss {metrics['train_loss']:.4f} "
-                  f"{key} {metrics[key]:.4f} {metrics['samples_per_s']:.0f} samples/s"
-                  + (" (early stop)" if stop else f" ETA {eta:.0f}s"), flush=True)
+            report.send({"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.train.epochs, "loss": metrics["train_loss"],
+                         "metric": key, "value": metrics[key], "samples_per_s": metrics["samples_per_s"],
+                         "eta_s": eta, "stop": stop})
         ckpt = _checkpoint(engine, progress, rank)
         ray.train.report(metrics, checkpoint=ckpt)
         if broadcast_flag(stop):
             break
 
 
-def _print_progress(epoch: int, first: int, epochs: int, step: int, steps: int, loss: float, rate: float, t_start: float, now: float) -> None:
+def _step_event(epoch: int, first: int, epochs: int, step: int, steps: int, loss: float, rate: float, t_start: float, now: float) -> dict:
     done = (epoch - first) * steps + step  # steps run by this attempt
     left = ((epochs - first) * steps - done) * (now - t_start) / max(done, 1)
-    print(f"[train] epoch {epoch + 1}/{epochs} step {step}/{steps} loss {loss:.4f} {rate:.0f} samples/s ETA {left:.0f}s", flush=True)
+    return {"kind": "step", "epoch": epoch + 1, "epochs": epochs, "step": step, "steps": steps, "loss": loss,
+            "samples_per_s": rate, "eta_s": left}

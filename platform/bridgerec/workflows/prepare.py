@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridgerec.config import Config
+from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.data.prepare import prepare_dataset
 from bridgerec.runtime import init_ray
@@ -10,6 +11,6 @@ from bridgerec.runtime import init_ray
 __all__ = ["prepare"]
 
 
-def prepare(cfg: Config, log=print) -> DatasetDir:
+def prepare(cfg: Config, log=say) -> DatasetDir:
     init_ray(cfg.ray)
     return DatasetDir(prepare_dataset(cfg, log=log).path)

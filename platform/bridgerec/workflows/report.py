@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridgerec.evaluation import EvalResult
 
-__all__ = ["results_table"]
+__all__ = ["results_table", "run_footer"]
 
 
 def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
@@ -19,3 +19,16 @@ def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
         cold = res.slices.get("cold_items", {}).get(f"recall@{k_max}", float("nan"))
         lines.append(f"{name:<14}{vals}{tail:>16.4f}{cold:>16.4f}")
     return "\n".join(lines)
+
+
+def run_footer(run_id: str | None, experiment: str, ui: str | None, seconds: float | None = None,
+               log_file: str | None = None) -> list[str]:
+    """The lines under a results table: time, MLflow run and how to open the UI, the log file."""
+    lines = [f"finished in {seconds:.0f} s"] if seconds is not None else []
+    if run_id:
+        lines.append(f"MLflow run: {run_id} (experiment {experiment!r})")
+        if ui:
+            lines.append(f"open the MLflow UI: {ui}")
+    if log_file:
+        lines.append(f"full log: {log_file}")
+    return lines

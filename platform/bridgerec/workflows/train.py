@@ -5,17 +5,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from bridgerec import console
 from bridgerec.config import Config
+from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
-from bridgerec.evaluation import EvalResult, check_eval_ks, evaluate_split, popularity_scores
+from bridgerec.evaluation import EvalResult, check_eval_ks
 from bridgerec.methods.inputs import pin_method_inputs
 from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, mlflow_run, ui_command
 from bridgerec.training import check_plugins, train
-from bridgerec.workflows.evaluate import evaluate_model
+from bridgerec.workflows.evaluate import evaluate_model, popularity_baseline
 from bridgerec.workflows.prepare import prepare
-from bridgerec.workflows.report import results_table
+from bridgerec.workflows.report import results_table, run_footer
 
-__all__ = ["RunSummary", "train_and_log", "quickstart"]
+__all__ = ["RunSummary", "train_and_log", "quickstart", "print_summary"]
 
 
 @dataclass
@@ -29,12 +31,7 @@ class RunSummary:
     checkpoint_dir: str
 
 
-def _popularity(data: DatasetDir, cfg: Config) -> EvalResult:
-    pop = popularity_scores(data.pairs("train"), data.n_items)
-    return evaluate_split(lambda u: pop.expand(len(u), -1), data, cfg.eval, "test")
-
-
-def train_and_log(cfg: Config, log=print) -> RunSummary:
+def train_and_log(cfg: Config, log=say) -> RunSummary:
     """Prepare the dataset, train, evaluate the best checkpoint on test beside a popularity
     baseline, and log everything to MLflow (when ``tracking.enabled``)."""
     t0 = time.time()
@@ -44,15 +41,18 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
     inputs = pin_method_inputs(cfg, data)  # the augmentation output this run consumes, fixed before any worker starts
     if inputs:
         log(f"[train] method inputs: {inputs['input.text_embeddings']}")
-    baseline = _popularity(data, cfg)
+    baseline = popularity_baseline(data, cfg.eval, "test")
     if not cfg.tracking.enabled:
         result = train(cfg, data)
+        log("[evaluate] test split, full ranking")
         test = evaluate_model(result.model, data, cfg.eval, "test")
         return RunSummary(None, "", test, baseline, data, time.time() - t0, result.checkpoint_dir)
     with mlflow_run(cfg, data) as (run_id, uri):
         log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
         result = train(cfg, data, run_id=run_id, tracking_uri=uri)
+        log(f"[evaluate] test split, full ranking (best epoch {int(result.best_metrics.get('epoch', 0))})")
         test = evaluate_model(result.model, data, cfg.eval, "test")
+        log("[mlflow] logging metrics, model artifacts and the pyfunc recommender")
         log_eval(test, "test_")
         log_eval(baseline, "baseline_popularity_test_")
         log_model_artifacts(result.model, data, cfg)
@@ -67,17 +67,20 @@ def train_and_log(cfg: Config, log=print) -> RunSummary:
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir)
 
 
-def quickstart(cfg: Config, log=print) -> RunSummary:
+def quickstart(cfg: Config, log=say) -> RunSummary:
     """The newcomer's job: synthetic data -> MF (BPR) on 2 Ray Train workers -> table + MLflow."""
     s = train_and_log(cfg, log=log)
-    c = s.dataset.manifest["counts"]
-    print()
-    print(f"bridgerec quickstart: {s.dataset.manifest['name']} ({c['users']} users, {c['items']} items, "
-          f"{c['interactions']} interactions; split {cfg.data.split.describe()})")
-    print(results_table({"popularity": s.baseline, cfg.model.name: s.test}, cfg.eval.ks))
-    print()
-    print(f"finished in {s.seconds:.0f} s")
-    if s.run_id:
-        print(f"MLflow run: {s.run_id} (experiment {cfg.tracking.experiment!r})")
-        print(f"open the MLflow UI: {ui_command(s.tracking_uri)}")
+    print_summary(cfg, s, "quickstart")
     return s
+
+
+def print_summary(cfg: Config, s: RunSummary, command: str) -> None:
+    """The results block of ``bridgerec train`` / ``quickstart``: the dataset, model vs
+    popularity on test (overall and per slice), time, MLflow run, UI command, log file."""
+    c = s.dataset.manifest["counts"]
+    lines = ["", f"bridgerec {command}: {s.dataset.manifest['name']} ({c['users']} users, {c['items']} items, "
+             f"{c['interactions']} interactions; split {cfg.data.split.describe()})",
+             results_table({"popularity": s.baseline, cfg.model.name: s.test}, cfg.eval.ks), ""]
+    lines += run_footer(s.run_id, cfg.tracking.experiment, ui_command(s.tracking_uri) if s.run_id else None,
+                        s.seconds, console.log_path())
+    console.result("\n".join(lines))
