@@ -29,9 +29,9 @@ def test_quiet_by_default_and_everything_in_the_log_file(session, capsys):
     assert path.startswith(str(session / "logs" / "train-")) and path.endswith(".log")
     console.say("[data] 10 users")
     console.detail("[data] pass 1")
-    logging.getLogger("ray.data").info("Starting execution of Dataset x")
-    logging.getLogger("mlflow.store").info("Creating initial MLflow database tables")
-    logging.getLogger("ray").error("a worker died")
+    logging.getLogger("somelib.data").info("Starting execution of Dataset x")
+    logging.getLogger("otherlib.store").info("Creating initial MLflow database tables")
+    logging.getLogger("somelib").error("a worker died")
     warnings.warn("ExecutionOptions.exclude_resources is deprecated", DeprecationWarning)
     console.stop()
     out = capsys.readouterr().out
@@ -44,14 +44,14 @@ def test_quiet_by_default_and_everything_in_the_log_file(session, capsys):
 
 def test_verbose_flag_and_env_bring_library_logs_back(session, capsys, monkeypatch):
     console.start("train", str(session), verbose=True)
-    logging.getLogger("ray.data").info("Starting execution of Dataset y")
+    logging.getLogger("somelib.data").info("Starting execution of Dataset y")
     console.detail("[data] pass 1")
     console.stop()
     assert capsys.readouterr().out.splitlines()[-2:] == ["Starting execution of Dataset y", "[data] pass 1"]
     monkeypatch.setenv(console.VERBOSE_ENV, "1")
     console.start("train", str(session))
     assert console.verbose()
-    logging.getLogger("mlflow").info("tables created")
+    logging.getLogger("otherlib").info("tables created")
     console.stop()
     assert "tables created" in capsys.readouterr().out
 

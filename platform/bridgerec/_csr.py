@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CSR", "as_ids", "contains"]
+__all__ = ["CSR", "as_ids", "contains", "item_counts", "row_offsets"]
 
 
 def as_ids(a: Any, what: str) -> np.ndarray:
@@ -22,6 +22,21 @@ def as_ids(a: Any, what: str) -> np.ndarray:
     if a.size and a.dtype.kind not in "iu":
         raise ValueError(f"{what} must hold integer ids, got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)
+
+
+def row_offsets(rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """(n_rows + 1,) int64 offsets of rows grouped by ``rows`` (row ``r`` owns
+    ``[out[r], out[r + 1])`` once the entries are sorted by row): the ``indptr`` of every
+    row-grouped array here (the CSR, SASRec's histories, the augmentation catalog)."""
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(as_ids(rows, "rows"), minlength=n_rows), out=indptr[1:])
+    return indptr
+
+
+def item_counts(iids: np.ndarray, n_items: int) -> np.ndarray:
+    """(n_items,) int64 number of events per item: training popularity (the popularity model, the
+    popularity baseline, the evaluation's item slices and the prompts' popular items)."""
+    return np.bincount(as_ids(iids, "iids"), minlength=n_items).astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True)
@@ -46,9 +61,7 @@ class CSR:
         keep = np.ones(len(rows), dtype=bool)
         keep[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])  # drop repeated pairs
         rows, cols = rows[keep], cols[keep]
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-        return cls(indptr=indptr, indices=cols)
+        return cls(indptr=row_offsets(rows, n_rows), indices=cols)
 
     @property
     def n_rows(self) -> int:

@@ -15,8 +15,7 @@ Names resolve lazily (PEP 562): importing :mod:`bridgerec.augment.config` or the
 (as the root config does) does not import pandas, Ray or the LLM layer.
 """
 
-from importlib import import_module
-from typing import Any
+from bridgerec._lazy import lazy_exports
 
 _EXPORTS = {
     "Catalog": "catalog",
@@ -45,14 +44,4 @@ _EXPORTS = {
     "stage_output_dir": "runner",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"bridgerec.augment.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'bridgerec.augment' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bridgerec._csr import item_counts, row_offsets
 from bridgerec.llm.prompts import ItemView
 
 __all__ = ["Catalog", "csr_by_user"]
@@ -22,9 +23,7 @@ __all__ = ["Catalog", "csr_by_user"]
 def csr_by_user(uids: np.ndarray, n_users: int, *cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Group rows by user (stable): ``indptr`` (n_users + 1,) and the columns re-ordered."""
     order = np.argsort(uids, kind="stable")
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.add.at(indptr, uids + 1, 1)
-    return np.cumsum(indptr), [c[order] for c in cols]
+    return row_offsets(uids, n_users), [c[order] for c in cols]
 
 
 @dataclass
@@ -83,7 +82,7 @@ class Catalog:
         return ItemView(int(iid), str(self.titles[iid]), str(self.texts[iid]), rating)
 
     def item_train_counts(self) -> np.ndarray:
-        return np.bincount(self.hist_iids, minlength=self.n_items)
+        return item_counts(self.hist_iids, self.n_items)
 
     def co_items(self, iids: np.ndarray, top_n: int) -> list[np.ndarray]:
         """For each item, the ``top_n`` items most often chosen by the same users in TRAIN (ties by id)."""

@@ -4,8 +4,7 @@ Names resolve lazily (PEP 562): importing :mod:`bridgerec.evaluation.config` or
 :mod:`bridgerec.evaluation.metrics` (as the root config does) does not import torch.
 """
 
-from importlib import import_module
-from typing import Any
+from bridgerec._lazy import lazy_exports
 
 _EXPORTS = {
     "EvalConfig": "config",
@@ -31,14 +30,4 @@ _EXPORTS = {
     "recall": "metrics",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"bridgerec.evaluation.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'bridgerec.evaluation' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

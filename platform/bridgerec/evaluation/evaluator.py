@@ -45,6 +45,7 @@ import torch
 from bridgerec._csr import CSR
 from bridgerec._csr import as_ids as _as_ids
 from bridgerec._csr import contains as _contains
+from bridgerec._csr import item_counts
 from bridgerec.evaluation.metrics import compute_metrics
 
 __all__ = [
@@ -242,7 +243,7 @@ def popularity_scores(train: Pairs, n_items: int) -> torch.Tensor:
     never written to).
     """
     _, iids = _check_pairs(train, None, n_items, "train")
-    return torch.from_numpy(np.bincount(iids, minlength=n_items).astype(np.float32))
+    return torch.from_numpy(item_counts(iids, n_items).astype(np.float32))
 
 
 def _topk_ties_by_id(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -352,7 +353,7 @@ def full_ranking(
     per_user = compute_metrics(hits, truth_csr.counts()[users], ks)
 
     cfg = _SliceConfig(long_tail_user_quantile, cold_item_max_train, head_item_fraction)
-    groups = item_group_masks(np.bincount(train[1], minlength=n_items), cold_item_max_train, head_item_fraction)
+    groups = item_group_masks(item_counts(train[1], n_items), cold_item_max_train, head_item_fraction)
     item_slices = _full_item_slices(users, top, hits, truth_csr, groups, ks)
     user_counts = np.bincount(train[0], minlength=n_users)[users]
     return _assemble(users, per_user, user_counts, item_slices, cfg)
@@ -478,7 +479,7 @@ def sampled_ranking(
     users, per_user = _mean_by_user(per_row, row_users)
 
     cfg = _SliceConfig(long_tail_user_quantile, cold_item_max_train, head_item_fraction)
-    groups = item_group_masks(np.bincount(train[1], minlength=n_items), cold_item_max_train, head_item_fraction)
+    groups = item_group_masks(item_counts(train[1], n_items), cold_item_max_train, head_item_fraction)
     item_slices = {}
     for name, in_group in groups.items():
         rows = in_group[positives]

@@ -12,8 +12,7 @@ Names are resolved lazily (PEP 562), so importing the config (which imports
 :mod:`bridgerec.llm.config`) does not import torch, transformers or vLLM.
 """
 
-from importlib import import_module
-from typing import Any
+from bridgerec._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "LLMConfig": "config",
@@ -47,14 +46,4 @@ _EXPORTS: dict[str, str] = {
     "build_llm_app": "ray_llm",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'bridgerec.llm' has no attribute {name!r}")
-    return getattr(import_module(f"bridgerec.llm.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

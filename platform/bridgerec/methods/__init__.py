@@ -4,8 +4,7 @@ Names resolve lazily (PEP 562) so that the root config, which imports
 :mod:`bridgerec.methods.config`, does not pull in torch and the models.
 """
 
-from importlib import import_module
-from typing import Any
+from bridgerec._lazy import lazy_exports
 
 _EXPORTS = {
     "MethodConfig": "config",
@@ -27,10 +26,4 @@ _EXPORTS = {
     "register_method": "registry",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"bridgerec.methods.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'bridgerec.methods' has no attribute {name!r}")
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

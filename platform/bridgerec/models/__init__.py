@@ -4,8 +4,7 @@ Names resolve lazily (PEP 562): importing :mod:`bridgerec.models.config` or the 
 root config does) does not import torch or the models.
 """
 
-from importlib import import_module
-from typing import Any
+from bridgerec._lazy import lazy_exports
 
 _EXPORTS = {
     "ModelConfig": "config",
@@ -27,14 +26,4 @@ _EXPORTS = {
     "register_model": "registry",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"bridgerec.models.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'bridgerec.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

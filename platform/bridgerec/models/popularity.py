@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bridgerec._csr import item_counts
 from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel
 
@@ -20,7 +21,7 @@ class Popularity(DomainModel):
         if train_pairs is None:
             raise ValueError("the popularity model needs train_pairs")
         self.dim, self.n_users, self.n_items = 1, n_users, n_items
-        counts = np.bincount(np.asarray(train_pairs[1]), minlength=n_items).astype(np.float32)
+        counts = item_counts(train_pairs[1], n_items).astype(np.float32)
         self.register_buffer("counts", torch.from_numpy(counts))
 
     def user_embeddings(self) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bridgerec._csr import row_offsets
 from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
@@ -75,8 +76,7 @@ def histories_from_frame(uids, iids, ts, n_users: int, tiebreak=None, seq=None) 
                 raise ValueError(f"{name} has {len(key)} rows, expected {len(uids)}")
             keys.append(key)
     order = np.lexsort((*keys, ts, uids))
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(uids, minlength=n_users), out=indptr[1:])
+    indptr = row_offsets(uids, n_users)
     sorted_uids = uids[order]
     positions = np.empty(len(uids), dtype=np.int64)
     positions[order] = np.arange(len(uids), dtype=np.int64) - indptr[sorted_uids]
