@@ -64,7 +64,7 @@ def tiny_dataset(ray_session, tiny_config):
     """The tiny synthetic dataset prepared once per session; returns its directory."""
     from bridgerec.data.prepare import prepare_dataset
 
-    return prepare_dataset(tiny_config, log=lambda m: None).path
+    return prepare_dataset(tiny_config.data, tiny_config.dataset_dir(), log=lambda m: None).path
 
 
 LLM_TEST_OVERRIDES = {

@@ -103,7 +103,7 @@ def run_ray(cfg: Config) -> Result:
     try:
         with PeakSampler(driver_and_workers_rss) as sampler:
             start = time.perf_counter()
-            result = prepare_dataset(cfg)
+            result = prepare_dataset(cfg.data, cfg.dataset_dir())
             wall = time.perf_counter() - start
     finally:
         ray.shutdown()

@@ -66,7 +66,8 @@ def _source_config(root: Path, path: Path, *overrides: str):
 
 
 def _prepare_table(root: Path, text: str, *overrides: str) -> PrepareResult:
-    return prepare_dataset(_table_config(root, text, *overrides), log=_quiet)
+    cfg = _table_config(root, text, *overrides)
+    return prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
 
 
 def _interactions(path: str) -> pd.DataFrame:
@@ -230,7 +231,7 @@ def test_kcore_not_converged_warns_and_is_recorded(ray_session, tmp_path: Path, 
     lines: list[str] = []
     cfg = _table_config(tmp_path, CASCADE, *KCORE, "data.preprocess.kcore_max_iter=2")
     with pytest.warns(KCoreNotConvergedWarning, match=r"kcore_max_iter=2 .* NOT 3/2-core"):
-        result = prepare_dataset(cfg, log=lines.append)
+        result = prepare_dataset(cfg.data, cfg.dataset_dir(), log=lines.append)
     (line,) = [m for m in lines if "WARNING" in m]
     # after pass 2 (X dropped) u2 has 2 events: the pass that would drop it never runs
     assert "data.preprocess.kcore_max_iter=2" in line and "1 users have fewer than 3" in line and "0 items" in line
@@ -409,7 +410,8 @@ def _prepare_dir(root: Path, files: dict[str, str], *overrides: str) -> PrepareR
     directory = root / "events"
     for name, text in files.items():
         _write_events(directory, text, name)
-    return prepare_dataset(_source_config(root, directory, *overrides), log=_quiet)
+    cfg = _source_config(root, directory, *overrides)
+    return prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
 
 
 def test_timestamp_ties_follow_file_then_row(ray_session, tmp_path: Path) -> None:
@@ -441,7 +443,8 @@ def test_float_ids_do_not_collide(ray_session, tmp_path: Path) -> None:
     path = tmp_path / "events.parquet"
     pd.DataFrame({"user_id": [1.5, 1.7, 2.0, 1.5], "item_id": [10.0, 10.0, 10.5, 10.5],
                   "rating": [1.0, 2.0, 3.0, 4.0], "timestamp": [1, 2, 3, 4]}).to_parquet(path, index=False)
-    result = prepare_dataset(_source_config(tmp_path, path), log=_quiet)
+    cfg = _source_config(tmp_path, path)
+    result = prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
     assert DatasetDir(result.path).users()["user_id"].tolist() == ["1.5", "1.7", "2"]
     assert DatasetDir(result.path).items()["item_id"].tolist() == ["10", "10.5"]
     assert result.manifest["counts"]["interactions"] == 4
@@ -480,7 +483,7 @@ def test_synthetic_content_hash_is_reproducible_and_seeded(tiny_dataset: str, ti
         cfg.data.output_dir = str(output_dir)
         for key, value in data.items():
             setattr(cfg.data, key, value)
-        return prepare_dataset(cfg, log=_quiet)
+        return prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
 
     reference = DatasetDir(tiny_dataset).content_hash
     fresh = prepare(tmp_path / "fresh", overwrite=True)
@@ -510,7 +513,7 @@ def test_bad_row_error_names_file_row_column(ray_session, tmp_path: Path, case: 
     name, text, row, column = BAD_FILES[case]
     cfg = _table_config(tmp_path, text, name=name)
     with pytest.raises(DataValidationError) as info:
-        prepare_dataset(cfg, log=_quiet)
+        prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
     err = info.value
     assert type(err) is DataValidationError  # unwrapped from Ray's task error
     path = cfg.data.source.path
@@ -525,7 +528,7 @@ def test_bad_row_error_names_the_files_own_column(ray_session, tmp_path: Path) -
     cfg = _table_config(tmp_path, text, "data.source.columns.user=who", "data.source.columns.item=what",
                         "data.source.columns.rating=stars", "data.source.columns.timestamp=when")
     with pytest.raises(DataValidationError) as info:
-        prepare_dataset(cfg, log=_quiet)
+        prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
     err = info.value
     assert (err.row, err.column, err.source_column) == (2, "rating", "stars")
     assert "row 2, column 'stars' (as 'rating'): rating is not a finite number (value 'lots')" in str(err)
@@ -605,7 +608,7 @@ def test_duplicate_policies(ray_session, tmp_path: Path, policy: str, kept: set)
 def test_duplicate_error_names_file_and_row(ray_session, tmp_path: Path) -> None:
     cfg = _table_config(tmp_path, DUPLICATES, "data.preprocess.duplicates=error")
     with pytest.raises(DataValidationError, match="duplicate event for user 'a' and item 'x'") as info:
-        prepare_dataset(cfg, log=_quiet)
+        prepare_dataset(cfg.data, cfg.dataset_dir(), log=_quiet)
     err = info.value
     # the later event by time (file row 1, ts 300) is the duplicate of the earlier one (row 3)
     assert (err.file, err.row) == (cfg.data.source.path, 1)

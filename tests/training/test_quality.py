@@ -21,7 +21,7 @@ def small_dataset(ray_session, session_dir):
     from bridgerec.data.prepare import prepare_dataset
 
     cfg = load_config(None, [f"work_dir={session_dir}/work", "data.name=synthetic-small", "data.source.synthetic.preset=small"])
-    return DatasetDir(prepare_dataset(cfg, log=lambda m: None).path)
+    return DatasetDir(prepare_dataset(cfg.data, cfg.dataset_dir(), log=lambda m: None).path)
 
 
 @pytest.fixture(scope="session")

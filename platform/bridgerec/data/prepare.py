@@ -31,7 +31,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,16 +48,6 @@ from bridgerec.data.sources import Source, build_source
 
 __all__ = ["PrepareResult", "prepare_dataset", "KCoreNotConvergedWarning", "MANIFEST", "SPLITS", "FORMAT_VERSION"]
 
-
-
-class Config(Protocol):
-    """What preparation reads from the root config (:class:`bridgerec.config.Config`): its
-    ``data`` section and where the dataset directory goes. A protocol, so the data layer does
-    not import the root config."""
-
-    data: DataConfig
-
-    def dataset_dir(self) -> str: ...
 
 
 MANIFEST = "manifest.json"
@@ -285,8 +275,9 @@ def _n_partitions(n_rows: int) -> int:
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def prepare_dataset(cfg: Config, log: Callable[[str], None] = say) -> PrepareResult:
-    """Prepare ``cfg.data`` into ``cfg.dataset_dir()`` (Ray must be initialised).
+def prepare_dataset(dcfg: DataConfig, out_dir: str, log: Callable[[str], None] = say) -> PrepareResult:
+    """Prepare the ``data`` section ``dcfg`` into ``out_dir`` (the root config's
+    ``dataset_dir()``; Ray must be initialised).
 
     Errors raised inside Ray tasks (bad rows, duplicates, source problems) are re-raised here
     as their original exception type, not wrapped in ``RayTaskError``.
@@ -297,7 +288,7 @@ def prepare_dataset(cfg: Config, log: Callable[[str], None] = say) -> PrepareRes
     # as a bare UserCodeException that has lost its cause.
     ctx.raise_original_map_exception = True
     try:
-        return _prepare(cfg, log)
+        return _prepare(dcfg, out_dir, log)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause
         while isinstance(cause, ray.exceptions.RayTaskError):
@@ -309,9 +300,8 @@ def prepare_dataset(cfg: Config, log: Callable[[str], None] = say) -> PrepareRes
         ctx.raise_original_map_exception = wrapped
 
 
-def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
-    dcfg = cfg.data
-    out = os.path.abspath(cfg.dataset_dir())
+def _prepare(dcfg: DataConfig, out_dir: str, log: Callable[[str], None]) -> PrepareResult:
+    out = os.path.abspath(out_dir)
     source = build_source(dcfg.source, dcfg.seed)
     fingerprint = _input_fingerprint(source, dcfg)
     existing = read_manifest(out)
@@ -325,7 +315,7 @@ def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        manifest = _build(cfg, source, fingerprint, tmp, log)
+        manifest = _build(dcfg, source, fingerprint, tmp, log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed run leaves nothing behind
         raise
@@ -340,9 +330,8 @@ def _prepare(cfg: Config, log: Callable[[str], None]) -> PrepareResult:
     return PrepareResult(out, manifest, reused=False)
 
 
-def _build(cfg: Config, source: Source, fingerprint: str, tmp: str, log: Callable[[str], None]) -> dict:
+def _build(dcfg: DataConfig, source: Source, fingerprint: str, tmp: str, log: Callable[[str], None]) -> dict:
     """Write the dataset's tables and manifest into ``tmp``; return the manifest."""
-    dcfg = cfg.data
     pcfg = dcfg.preprocess
     t0 = time.time()
     files = source.event_files()

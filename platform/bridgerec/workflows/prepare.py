@@ -13,4 +13,4 @@ __all__ = ["prepare"]
 
 def prepare(cfg: Config, log=say) -> DatasetDir:
     init_ray(cfg.ray)
-    return DatasetDir(prepare_dataset(cfg, log=log).path)
+    return DatasetDir(prepare_dataset(cfg.data, cfg.dataset_dir(), log=log).path)
