@@ -1,57 +1,111 @@
-"""The quickstart as a newcomer runs it: a fresh process, started from a directory that is not
-the repository, stdout not a terminal. Checks the line budget and that each epoch is reported
-once, by the driver, with Ray's and MLflow's internals kept in the log file."""
+"""The quickstart as a newcomer runs it: a fresh process started from a directory that is not
+the repository, once on a terminal (a pseudo-terminal: one live bar for the epochs) and once with
+stdout piped (CI, ``ray job logs``: one line per epoch). Checks the line budget, that each epoch
+is reported once by the driver, and that Ray's and MLflow's internals stay in the log file."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 
 import pytest
 
 BRIDGEREC = os.path.join(os.path.dirname(sys.executable), "bridgerec")
 LINE_BUDGET = 30
+EPOCHS = 3
 NOISE = ("Starting execution", "Execution plan", "(RayTrainWorker", "(TrainController", "(SplitCoordinator",
          "PlacementGroupCleaner", "Downloading artifacts", "RayDeprecationWarning", "PreemptionWatcher",
          "Traceback", "mlflow.store.db")
+ARGS = ["quickstart", "data.name=synthetic-tiny", "data.source.synthetic.preset=tiny", "data.preprocess.kcore_user=3",
+        "data.preprocess.kcore_item=3", "model.dim=16", f"train.epochs={EPOCHS}", "train.batch_size=128", "train.patience=0"]
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "BRIDGEREC_VERBOSE")}
+
+
+def _run_on_a_terminal(cmd: list[str], cwd, timeout: float) -> tuple[int, str]:
+    """Run ``cmd`` with stdin/stdout/stderr on a 120x40 pseudo-terminal; returns (rc, output)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        rc = proc.wait(timeout=30)
+        os.close(master)
+    return rc, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _screen(output: str) -> list[str]:
+    """The lines a terminal ends up showing: a carriage return redraws the line it is on."""
+    return [line.split("\r")[-1] for line in output.replace("\r\n", "\n").split("\n")]
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("newcomer")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "BRIDGEREC_VERBOSE")}
-    cmd = [BRIDGEREC, "quickstart", "data.name=synthetic-tiny", "data.source.synthetic.preset=tiny",
-           "data.preprocess.kcore_user=3", "data.preprocess.kcore_item=3", "model.dim=16", "train.epochs=3",
-           "train.batch_size=128", "train.patience=0"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    return cwd, proc
+def piped(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("newcomer-pipe")
+    proc = subprocess.run([BRIDGEREC, *ARGS], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    return cwd, proc.returncode, proc.stdout + proc.stderr, proc.stdout
 
 
 @pytest.mark.slow
-def test_quickstart_prints_a_short_report(quickstart):
-    cwd, proc = quickstart
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text[-4000:]
+def test_on_a_terminal_the_quickstart_fits_the_line_budget_with_one_bar(tmp_path):
+    rc, out = _run_on_a_terminal([BRIDGEREC, *ARGS], tmp_path, 600)
+    assert rc == 0, out[-4000:]
+    lines = [ln for ln in _screen(out) if ln.strip()]
+    assert len(lines) <= LINE_BUDGET, f"{len(lines)} lines:\n" + "\n".join(lines)
+    assert re.search(rf"\[train\]: 100%\|.*\| {EPOCHS}/{EPOCHS} .*valid_recall_at_20", out), out[-3000:]
+    assert not any(ln.startswith("[train] epoch ") for ln in lines)  # the bar, not one line per epoch
+    for noise in NOISE:
+        assert noise not in out, noise
+    assert any(re.match(r"mf\s+0\.\d{4}", ln) for ln in lines) and any(ln.startswith("popularity") for ln in lines)
+
+
+@pytest.mark.slow
+def test_piped_output_reports_each_epoch_once(piped):
+    _, rc, text, _ = piped
+    assert rc == 0, text[-4000:]
     lines = text.splitlines()
-    assert len(lines) <= LINE_BUDGET, f"{len(lines)} lines:\n{text}"
+    for k in range(1, EPOCHS + 1):
+        assert len([ln for ln in lines if ln.startswith(f"[train] epoch {k}/{EPOCHS} ")]) == 1, text
+    # off a terminal the bar becomes one line per epoch; everything else keeps the budget
+    assert len(lines) - (EPOCHS - 1) <= LINE_BUDGET, f"{len(lines)} lines:\n{text}"
     for noise in NOISE:
         assert noise not in text, noise
-    for k in (1, 2, 3):
-        assert len([ln for ln in lines if ln.startswith(f"[train] epoch {k}/3 ")]) == 1, text
-    assert "popularity" in text and re.search(r"^mf\s+0\.\d{4}", text, re.M), text
     assert "MLflow run: " in text and "open the MLflow UI: mlflow ui" in text
 
 
 @pytest.mark.slow
-def test_quickstart_writes_the_full_log_under_work_dir(quickstart):
-    cwd, proc = quickstart
-    printed = re.search(r"full log: (\S+\.log)", proc.stdout)
-    assert printed, proc.stdout
+def test_the_full_log_is_written_under_work_dir(piped):
+    cwd, _, _, stdout = piped
+    printed = re.search(r"full log: (\S+\.log)", stdout)
+    assert printed, stdout
     path = printed.group(1)
     assert path.startswith(str(cwd / "bridgerec_work" / "logs")) and os.path.exists(path)
     with open(path) as fh:
         log = fh.read()
     assert "Starting execution of Dataset" in log  # Ray Data's lines live here
-    assert log.count("[train] epoch 3/3 ") == 1 and "recall@20" in log
+    assert log.count(f"[train] epoch {EPOCHS}/{EPOCHS} ") == 1 and "recall@20" in log
