@@ -53,7 +53,7 @@ def _method(method: str, model: str, *extra: str, seed: int = 0):
     cfg = _cfg(method, model, *extra)
     torch.manual_seed(seed)
     domain = build_model(cfg.model, U, I, train_pairs=(UIDS, IIDS), histories=HIST[:2])
-    return build_method(cfg, domain, INPUTS)
+    return build_method(cfg.method, domain, INPUTS)
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -169,16 +169,21 @@ def test_neighbour_mean_is_the_mean_of_training_neighbours():
         torch.testing.assert_close(got[row], table[items].mean(0))
 
 
-def test_zero3_is_rejected():
-    with pytest.raises(ValueError, match="zero_stage"):
-        _method("darec", "mf", "train.strategy=deepspeed", "train.zero_stage=3")
+@pytest.mark.parametrize("method", ["darec", "rlmrec-con", "rlmrec-gen"])
+def test_zero3_is_rejected_before_any_work(method):
+    from bridgerec.config import ConfigError
+    from bridgerec.training import check_plugins
+
+    with pytest.raises(ConfigError, match="train.zero_stage=3"):
+        check_plugins(_cfg(method, "mf", "train.strategy=deepspeed", "train.zero_stage=3"))
+    check_plugins(_cfg("base", "mf", "train.strategy=deepspeed", "train.zero_stage=3"))  # base runs under ZeRO-3
 
 
 def test_missing_semantic_inputs_fail_clearly():
     cfg = _cfg("rlmrec-con", "mf")
     domain = build_model(cfg.model, U, I)
     with pytest.raises(ValueError, match="user_semantic"):
-        build_method(cfg, domain, {})
+        build_method(cfg.method, domain, {})
 
 
 # -- the loss functions against hand-computed values ----------------------------------------------

@@ -40,6 +40,6 @@ def test_shipped_config(path):
     rng = np.random.default_rng(0)
     inputs = {"user_semantic": rng.normal(size=(6, 4)).astype(np.float32), "item_semantic": rng.normal(size=(5, 4)).astype(np.float32),
               "train_interactions": np.array([[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 0]])}
-    m = build_method(cfg, build_model(cfg.model, 6, 5, train_pairs=tuple(inputs["train_interactions"])), inputs)
+    m = build_method(cfg.method, build_model(cfg.model, 6, 5, train_pairs=tuple(inputs["train_interactions"])), inputs)
     assert set(cfg.method.loss_weights) <= {"rec", "align", "recon", "rec_shared", "orth", "shared", "global", "local"}
     assert m.name == cfg.method.name

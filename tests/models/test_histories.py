@@ -129,7 +129,7 @@ def test_sasrec_test_history_ends_with_the_validation_item(tiny_dataset, tiny_co
     assert tiny_config.data.split.protocol == "leave_last_out"
     torch.manual_seed(0)
     domain = build_model_for_dataset(ModelConfig(name="sasrec", dim=8, n_heads=2, n_layers=1, max_seq_len=5), data)
-    model = build_method(tiny_config, domain) if wrap else domain
+    model = build_method(tiny_config.method, domain) if wrap else domain
     model.eval()
     calls: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []
     full_scores = model.full_scores

@@ -9,7 +9,7 @@ from torch import nn
 from bridgerec.methods.base import Method
 from bridgerec.models.base import Batch, DomainModel
 
-__all__ = ["AlignmentMethod", "SemanticTables", "batch_entities", "reject_zero3"]
+__all__ = ["AlignmentMethod", "SemanticTables", "batch_entities"]
 
 
 class SemanticTables(nn.Module):
@@ -36,23 +36,16 @@ def batch_entities(batch: Batch, with_negatives: bool = True) -> tuple[torch.Ten
     return torch.unique(batch["uid"]), torch.unique(items)
 
 
-def reject_zero3(cfg, method: str) -> None:
-    """The alignment losses read the domain model's embeddings outside its own ``forward``;
-    ZeRO-3 gathers a module's parameters only inside it, so these methods need ZeRO <= 2."""
-    train = getattr(cfg, "train", None)
-    if train is not None and train.strategy == "deepspeed" and train.zero_stage == 3:
-        raise ValueError(f"method {method!r} reads the domain model's embeddings outside its forward, which ZeRO-3 "
-                         "does not gather; use train.zero_stage <= 2 or train.strategy=ddp")
-
-
 class AlignmentMethod(Method):
     """A method that aligns the domain model with fixed LLM-side rows (``self.semantic``).
 
-    Subclasses build their alignment modules after ``super().__init__``; ZeRO-3 is refused."""
+    Subclasses build their alignment modules after ``super().__init__``. The alignment losses
+    read the domain model's embeddings outside its own ``forward``, which ZeRO-3 does not gather:
+    ``supports_zero3 = False`` (the trainer refuses the combination before any work)."""
 
     required_augmentations = ("user_semantic", "item_semantic")
+    supports_zero3 = False
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        reject_zero3(cfg, self.name)
         self.semantic = SemanticTables(domain, inputs)

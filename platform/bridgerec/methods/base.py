@@ -27,8 +27,11 @@ class Method(nn.Module, abc.ABC):
     name: ClassVar[str]
     required_augmentations: ClassVar[tuple[str, ...]] = ()
     """Augmentation outputs this method reads (keys of ``inputs``), e.g. ``item_text_emb``."""
+    supports_zero3: ClassVar[bool] = True
+    """False when the method reads the domain model's parameters outside its ``forward``."""
 
     def __init__(self, cfg: Any, domain: DomainModel, inputs: dict[str, np.ndarray]):
+        """``cfg``: the ``method`` section (:class:`bridgerec.methods.config.MethodConfig`)."""
         super().__init__()
         self.cfg = cfg
         self.domain = domain

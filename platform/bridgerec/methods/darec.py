@@ -44,7 +44,7 @@ class DaRec(AlignmentMethod):
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        d = cfg.method.darec
+        d = cfg.darec
         self.enrich = d.enrich
         self.shared_dim = d.dim or domain.dim
         losses = tuple(n for n, on in (("orth", d.orthogonal), ("shared", d.shared), ("global", d.global_align),

@@ -49,6 +49,6 @@ def method_class(name: str) -> type:
 
 
 def build_method(cfg, domain, inputs: dict | None = None):
-    """``cfg`` is the root Config (methods read ``cfg.method`` and their own sections);
+    """``cfg`` is the ``method`` section (:class:`bridgerec.methods.config.MethodConfig`);
     ``domain`` the DomainModel it wraps; ``inputs`` the arrays of :mod:`bridgerec.methods.inputs`."""
-    return method_class(cfg.method.name)(cfg, domain, inputs or {})
+    return method_class(cfg.name)(cfg, domain, inputs or {})

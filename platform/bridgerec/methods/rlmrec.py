@@ -34,7 +34,7 @@ __all__ = ["RLMRecCon", "RLMRecGen", "neighbour_mean"]
 
 
 def _sides(cfg) -> tuple[str, ...]:
-    r = cfg.method.rlmrec
+    r = cfg.rlmrec
     return tuple(side for side, on in (("users", r.align_users), ("items", r.align_items)) if on)
 
 
@@ -45,7 +45,7 @@ class RLMRecCon(AlignmentMethod):
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        r = cfg.method.rlmrec
+        r = cfg.rlmrec
         self.sides = _sides(cfg)
         # built only when used: DDP needs every parameter to receive a gradient each step
         self.align = ContrastiveAlignment(self.semantic.dim, domain.dim, r.temperature, r.hidden_dim) if self.sides else None
@@ -89,7 +89,7 @@ class RLMRecGen(AlignmentMethod):
 
     def __init__(self, cfg, domain: DomainModel, inputs: dict[str, np.ndarray]):
         super().__init__(cfg, domain, inputs)
-        r = cfg.method.rlmrec
+        r = cfg.rlmrec
         self.sides = _sides(cfg)
         self.mask_ratio = r.mask_ratio
         uids, iids = np.asarray(inputs["train_interactions"], dtype=np.int64)

@@ -55,7 +55,8 @@ def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
 
 def check_plugins(cfg: Config) -> None:
     """Fail before any data work when ``model.name`` or ``method.name`` is not registered
-    (ValueError naming the key and the registered names)."""
+    (naming the key and the registered names), or when the method cannot run under
+    ``train.zero_stage=3`` (it reads the domain model's parameters outside its forward)."""
     from bridgerec.config import ConfigError
 
     for lookup, name in ((model_class, cfg.model.name), (method_class, cfg.method.name)):
@@ -63,6 +64,10 @@ def check_plugins(cfg: Config) -> None:
             lookup(name)
         except ValueError as exc:  # the registries' messages name the key and the registered names
             raise ConfigError(str(exc)) from None
+    t = cfg.train
+    if t.strategy == "deepspeed" and t.zero_stage == 3 and not method_class(cfg.method.name).supports_zero3:
+        raise ConfigError(f"train.zero_stage=3: method {cfg.method.name!r} reads the domain model's embeddings outside "
+                          "its forward, which ZeRO-3 does not gather; use train.zero_stage <= 2 or train.strategy=ddp")
 
 
 def training_stream(cfg: Config, data: DatasetDir):
@@ -105,7 +110,7 @@ def data_config(cfg: Config) -> DataConfig:
 
 def build_method_for_dataset(cfg: Config, data: DatasetDir) -> Method:
     """The method (with its domain model) as the training loop builds it, for loading weights."""
-    return build_method(cfg, build_model_for_dataset(cfg.model, data), load_method_inputs(cfg, data))
+    return build_method(cfg.method, build_model_for_dataset(cfg.model, data), load_method_inputs(cfg, data))
 
 
 def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str, model: Method | None = None) -> Method:
@@ -119,7 +124,8 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
     """Train ``cfg.model`` on ``data`` with Ray Train (Ray must be initialised)."""
     from bridgerec.evaluation import check_eval_ks
 
-    check_eval_ks(cfg.eval, data.n_items)  # before any worker starts
+    check_plugins(cfg)  # before any worker starts
+    check_eval_ks(cfg.eval, data.n_items)
     n_train = int(data.manifest["counts"]["train"])
     workers = cfg.train.num_workers
     key = valid_metric_key(cfg)

@@ -195,7 +195,7 @@ def train_loop_per_worker(config: dict) -> None:
     train_pairs = inputs["train_pairs"]
     extra = load_method_inputs(cfg, data)
     engine = build_engine(
-        lambda: build_method(cfg, build_model(cfg.model, data.n_users, data.n_items, **inputs), extra),
+        lambda: build_method(cfg.method, build_model(cfg.model, data.n_users, data.n_items, **inputs), extra),
         cfg.train, world, cfg.method.loss_weights,
     )
     model = engine.module
