@@ -83,6 +83,9 @@ def test_submitted_train_job_logs_to_mlflow_server(ray_head, mlflow_server, tmp_
     if not status.is_terminal():
         client.stop_job(sid)
     assert status == JobStatus.SUCCEEDED, f"job {sid} ended {status}:\n{logs[-6000:]}"
+    # `bridgerec train` ends with the results table; each epoch is reported once, by the driver
+    assert "bridgerec train: synthetic-tiny" in logs and "\npopularity " in logs and "MLflow run: " in logs, logs[-3000:]
+    assert logs.count("[train] epoch 2/2 ") == 1, logs[-3000:]
 
     # the CLI agrees
     cli = _ray(["job", "status", sid, "--address", ray_head["address"]], ray_head["env"])

@@ -61,6 +61,9 @@ def test_cli_evaluate_finds_the_local_store(trained, capsys, monkeypatch):
     assert main(["evaluate", "--run-id", s.run_id, "--work-dir", cfg.work_dir]) == 0
     out = capsys.readouterr().out
     assert "recall@20" in out and f"{s.test.overall['recall@20']:.4f}" in out
+    # the same results block as train/quickstart: popularity beside the model, the run, the UI, the log
+    assert f"{s.baseline.overall['recall@20']:.4f}" in out and out.count("\npopularity ") == 1
+    assert f"MLflow run: {s.run_id}" in out and "open the MLflow UI: mlflow ui" in out and "full log: " in out
 
 
 def test_cli_unknown_run_id_is_a_clear_error(trained, capsys):
