@@ -86,6 +86,9 @@ def test_submitted_train_job_logs_to_mlflow_server(ray_head, mlflow_server, tmp_
     # `bridgerec train` ends with the results table; each epoch is reported once, by the driver
     assert "bridgerec train: synthetic-tiny" in logs and "\npopularity " in logs and "MLflow run: " in logs, logs[-3000:]
     assert logs.count("[train] epoch 2/2 ") == 1, logs[-3000:]
+    for noise in ("Starting execution", "(RayTrainWorker", "(TrainController", "(SplitCoordinator",
+                  "PlacementGroupCleaner", "Downloading artifacts", "RayDeprecationWarning", "Traceback"):
+        assert noise not in logs, noise  # the libraries' internals stay in the run's log file
 
     # the CLI agrees
     cli = _ray(["job", "status", sid, "--address", ray_head["address"]], ray_head["env"])
