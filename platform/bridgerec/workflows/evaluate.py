@@ -70,7 +70,7 @@ def evaluate_and_report(run_id: str, split: str = "test", tracking_uri: str | No
     with the run id and how to open the MLflow UI."""
     from bridgerec import console
     from bridgerec.tracking import ui_command
-    from bridgerec.workflows.report import results_table, run_footer
+    from bridgerec.workflows.report import results_block, run_footer
 
     console.say(f"[evaluate] run {run_id}: downloading its model")
     cfg, data, model = load_run(run_id, tracking_uri, dataset_dir)
@@ -79,9 +79,8 @@ def evaluate_and_report(run_id: str, split: str = "test", tracking_uri: str | No
     baseline = popularity_baseline(data, cfg.eval, split)
     import mlflow
 
-    uri = mlflow.get_tracking_uri()
-    lines = ["", f"bridgerec evaluate: {data.manifest['name']} {split} split ({cfg.data.split.describe()})",
-             results_table({"popularity": baseline, cfg.model.name: res}, cfg.eval.ks), ""]
-    lines += run_footer(run_id, cfg.tracking.experiment, ui_command(uri), None, console.log_path())
-    console.result("\n".join(lines))
+    title = f"bridgerec evaluate: {data.manifest['name']} {split} split ({cfg.data.split.describe()})"
+    footer = run_footer(run_id, cfg.tracking.experiment, ui_command(tracking_uri or mlflow.get_tracking_uri()),
+                        None, console.log_path())
+    console.result(results_block(title, baseline, cfg.model.name, res, cfg.eval.ks, footer))
     return res

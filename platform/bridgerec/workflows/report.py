@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridgerec.evaluation import EvalResult
 
-__all__ = ["results_table", "run_footer"]
+__all__ = ["results_table", "results_block", "run_footer"]
 
 
 def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
@@ -19,6 +19,12 @@ def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
         cold = res.slices.get("cold_items", {}).get(f"recall@{k_max}", float("nan"))
         lines.append(f"{name:<14}{vals}{tail:>16.4f}{cold:>16.4f}")
     return "\n".join(lines)
+
+
+def results_block(title: str, baseline: EvalResult, name: str, result: EvalResult, ks: list[int], footer: list[str]) -> str:
+    """What train, quickstart and evaluate end with: a blank line, ``title``, the model beside
+    popularity (:func:`results_table`), a blank line, then ``footer`` (:func:`run_footer`)."""
+    return "\n".join(["", title, results_table({"popularity": baseline, name: result}, ks), "", *footer])
 
 
 def run_footer(run_id: str | None, experiment: str, ui: str | None, seconds: float | None = None,

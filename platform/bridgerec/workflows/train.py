@@ -15,7 +15,7 @@ from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, 
 from bridgerec.training import check_plugins, train
 from bridgerec.workflows.evaluate import evaluate_model, popularity_baseline
 from bridgerec.workflows.prepare import prepare
-from bridgerec.workflows.report import results_table, run_footer
+from bridgerec.workflows.report import results_block, run_footer
 
 __all__ = ["RunSummary", "train_and_log", "quickstart", "print_summary"]
 
@@ -78,9 +78,8 @@ def print_summary(cfg: Config, s: RunSummary, command: str) -> None:
     """The results block of ``bridgerec train`` / ``quickstart``: the dataset, model vs
     popularity on test (overall and per slice), time, MLflow run, UI command, log file."""
     c = s.dataset.manifest["counts"]
-    lines = ["", f"bridgerec {command}: {s.dataset.manifest['name']} ({c['users']} users, {c['items']} items, "
-             f"{c['interactions']} interactions; split {cfg.data.split.describe()})",
-             results_table({"popularity": s.baseline, cfg.model.name: s.test}, cfg.eval.ks), ""]
-    lines += run_footer(s.run_id, cfg.tracking.experiment, ui_command(s.tracking_uri) if s.run_id else None,
+    title = (f"bridgerec {command}: {s.dataset.manifest['name']} ({c['users']} users, {c['items']} items, "
+             f"{c['interactions']} interactions; split {cfg.data.split.describe()})")
+    footer = run_footer(s.run_id, cfg.tracking.experiment, ui_command(s.tracking_uri) if s.run_id else None,
                         s.seconds, console.log_path())
-    console.result("\n".join(lines))
+    console.result(results_block(title, s.baseline, cfg.model.name, s.test, cfg.eval.ks, footer))
