@@ -60,15 +60,19 @@ def result(text: str) -> None:
     """A results block (tables, run ids): always printed to stdout, also without :func:`start`,
     and copied into the log file."""
     print(text, flush=True)
-    if _state["file"] is not None:
-        _state["file"].handle(logging.LogRecord("bridgerec", logging.INFO, __file__, 0, text, None, None))
+    _to_file(logging.INFO, text)
 
 
 def record_exception(message: str) -> None:
     """The exception being handled, with its traceback, into the log file only (the console
     gets Python's own traceback)."""
+    _to_file(logging.ERROR, message, sys.exc_info())
+
+
+def _to_file(level: int, message: str, exc_info: Any = None) -> None:
+    """A record straight into the log file, past the console handler."""
     if _state["file"] is not None:
-        _state["file"].handle(LOGGER.makeRecord("bridgerec", logging.ERROR, __file__, 0, message, None, sys.exc_info()))
+        _state["file"].handle(LOGGER.makeRecord(LOGGER.name, level, __file__, 0, message, None, exc_info))
 
 
 def detail(message: str) -> None:
@@ -147,16 +151,14 @@ def start(command: str, work_dir: str, verbose: bool = False) -> str:
 
 def stop() -> None:
     """Remove the handlers :func:`start` installed and close the log file (the path stays known)."""
-    root = logging.getLogger()
-    for key in ("file", "console", "forward"):
-        h = _state[key]
-        if h is None:
-            continue
-        root.removeHandler(h)
+    for key in ("file", "console"):  # on the root logger
+        if _state[key] is not None:
+            logging.getLogger().removeHandler(_state[key])
+            _state[key].close()
+    if _state["forward"] is not None:  # on the non-propagating library loggers (quiet_libraries)
         for name in LIBRARY_LOGGERS:
-            logging.getLogger(name).removeHandler(h)
-        h.close()
-        _state[key] = None
+            logging.getLogger(name).removeHandler(_state["forward"])
+    _state.update(file=None, console=None, forward=None)
     _state["verbose"] = False
     logging.captureWarnings(False)
 
