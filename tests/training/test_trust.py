@@ -54,19 +54,24 @@ def test_training_stream_is_shuffled_globally(ray_session, tiny_dataset, session
 
     data = DatasetDir(tiny_dataset)
     ctx = ray.data.DataContext.get_current()
-    before, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True  # as in training
-    try:
-        uids = lambda cfg: np.concatenate([b["uid"] for b in training_stream(cfg, data).iter_batches(batch_size=None, batch_format="numpy")])
-        stored = uids(_cfg(session_dir, "s", "train.shuffle=none"))
-        shuffled = uids(_cfg(session_dir, "s", "train.shuffle=global"))
-        again = uids(_cfg(session_dir, "s", "train.shuffle=global"))
-    finally:
-        ctx.execution_options.preserve_order = before
+    assert not ctx.execution_options.preserve_order  # Ray's default: training_stream must order its own execution
+
+    def uids(cfg):
+        ds = training_stream(cfg, data)
+        assert ds.context.execution_options.preserve_order  # and keeps it for a lazy (not materialised) stream
+        return np.concatenate([b["uid"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")])
+
+    stored = uids(_cfg(session_dir, "s", "train.shuffle=none"))
+    shuffled = uids(_cfg(session_dir, "s", "train.shuffle=global"))
+    again = uids(_cfg(session_dir, "s", "train.shuffle=global"))
+    lazy = uids(_cfg(session_dir, "s", "train.shuffle=global", "train.materialize_train=false"))
+    assert not ctx.execution_options.preserve_order, "the driver's context is restored"
     changes = lambda u: int((np.diff(u) != 0).sum())  # neighbouring events of different users
     assert changes(stored) < 0.5 * len(stored), "the split is stored grouped by user"
     assert changes(shuffled) > 0.9 * len(shuffled), "shuffled, neighbours are almost always different users"
     assert sorted(shuffled.tolist()) == sorted(stored.tolist())
-    np.testing.assert_array_equal(shuffled, again)  # seeded
+    np.testing.assert_array_equal(shuffled, again)  # seeded, whatever order Ray Data's tasks finish in
+    np.testing.assert_array_equal(shuffled, lazy)
 
 
 def test_same_config_twice_gives_identical_metrics(ray_session, tiny_dataset, session_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -70,13 +71,39 @@ def check_plugins(cfg: Config) -> None:
                           "its forward, which ZeRO-3 does not gather; use train.zero_stage <= 2 or train.strategy=ddp")
 
 
+@contextlib.contextmanager
+def _ordered_execution(on: bool):
+    """Ray Data keeps block order while the stream is built and materialised (``train.deterministic``).
+
+    ``random_shuffle`` seeds each input block with ``seed + its index in the input list``, and
+    without ``preserve_order`` that list is in task-completion order: the same seed then gave
+    different shuffles (and different shares per rank) from run to run. Datasets snapshot the
+    current DataContext when they are created, so it is set before the read and restored after."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = before or on
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order = before
+
+
 def training_stream(cfg: Config, data: DatasetDir):
     """The train split as a Ray Dataset of (uid, iid) plus the columns the model declares in
     ``stream_columns`` (:data:`bridgerec.models.base.STREAM_COLUMNS`), for the workers to shard.
 
     Under ``train.shuffle=global`` it is shuffled once here (Ray Data ``random_shuffle``, seeded)
     so each rank's share is a random sample of all events, not a range of users (the split is
-    stored sorted by user); the ranks then permute their shares every epoch."""
+    stored sorted by user); the ranks then permute their shares every epoch. Under
+    ``train.deterministic`` the stream is built with Ray Data's block order preserved, so the same
+    seed gives the same rows in the same order (see :func:`_ordered_execution`)."""
+    with _ordered_execution(cfg.train.deterministic):
+        return _build_stream(cfg, data)
+
+
+def _build_stream(cfg: Config, data: DatasetDir):
     ds = data.read_split("train")
     wanted = model_class(cfg.model.name).stream_columns  # the DomainModel contract, no model names here
     unknown = [c for c in wanted if c != "pos_idx"]
