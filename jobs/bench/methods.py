@@ -1,4 +1,4 @@
-"""Run: python jobs/bench/methods.py [--preset small] [--seeds 3] [--epochs N] [--out bench_results/methods.md] [--override k=v ...]
+"""Run: python jobs/bench/methods.py [--preset small] [--seeds 3] [--epochs N] [--sources item_text,profiles] [--out bench_results/methods.md] [--override k=v ...]
 
 Benchmark of the representation-alignment methods against the domain model alone, on LightGCN.
 
@@ -13,6 +13,13 @@ Printed and written as markdown to ``--out``: Recall@10/20 and NDCG@10/20 over a
 on the long-tail-user slice, Recall@20 on the cold-item slice, each mean ± std over seeds with the
 relative change of the mean against ``base``, and the wall time per run (training + test
 evaluation; the semantic inputs are computed once, before the clock, and cached on disk).
+
+``--sources`` runs every alignment method once per semantic source (``method.semantic.source``):
+``item_text`` (MiniLM embeddings of the item texts; a user is the mean of their training items)
+and ``profiles`` (MiniLM embeddings of LLM profiles, which must have been generated first on the
+same work dir, e.g. with SmolLM2:
+``bridgerec augment --config jobs/configs/augment_smollm2_synthetic.yaml``). A ``profiles`` row's
+relative change is against the same method on ``item_text``.
 """
 
 from __future__ import annotations
@@ -86,14 +93,16 @@ def table(results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]]) -
     def stats(values: list[float]) -> tuple[float, float]:
         return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
-    base = {h: stats([_value(r, s, m) for r, *_ in results["base"]])[0] for h, s, m in COLUMNS} if "base" in results else {}
+    means = {row: {h: stats([_value(r, s, m) for r, *_ in runs])[0] for h, s, m in COLUMNS}
+             for row, runs in results.items()}
     head = ["method", *[h for h, _, _ in COLUMNS], "best / last epoch", "wall s / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for method, runs in results.items():
+        ref = means.get(method.replace(" (profiles)", " (item_text)") if method.endswith("(profiles)") else "base", {})
         cells = [method]
         for h, s, m in COLUMNS:
             mean, std = stats([_value(r, s, m) for r, *_ in runs])
-            rel = "" if method == "base" or not base.get(h) else f" ({100 * (mean / base[h] - 1):+.1f}%)"
+            rel = "" if method == "base" or not ref.get(h) else f" ({100 * (mean / ref[h] - 1):+.1f}%)"
             cells.append(f"{mean:.4f} ± {std:.4f}{rel}")
         cells.append(" ".join(f"{b}/{last}" for *_, (b, last) in runs))  # per seed: early stopping at work
         wall, wall_std = stats([w for _, w, _ in runs])
@@ -110,6 +119,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to run (default: all)")
     p.add_argument("--configs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"),
                    help="directory of the shipped configs (default: jobs/configs beside this script)")
+    p.add_argument("--sources", default="item_text", help="comma-separated method.semantic.source values for the "
+                   "alignment methods: item_text, profiles (default: item_text)")
     p.add_argument("--work-dir", default="bridgerec_work", help="work dir (datasets, Ray results)")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run (e.g. train.strategy=deepspeed)")
     p.add_argument("--out", default="bench_results/methods.md", help="markdown output path")
@@ -119,18 +130,24 @@ def main() -> None:
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
     counts = data.manifest["counts"]
     results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]] = {}
+    sources = args.sources.split(",")
     for method in args.methods:
-        for seed in range(args.seeds):
-            cfg = bench_config(args, method, seed, stamp)
-            fit_batch_size(cfg, data)
-            print(f"[bench] {method} seed {seed}: {cfg.train.epochs} epochs", flush=True)
-            results.setdefault(method, []).append(run(cfg, data))
+        for source in ([None] if method == "base" else sources):
+            row = method if source is None or len(sources) == 1 else f"{method} ({source})"
+            for seed in range(args.seeds):
+                cfg = bench_config(args, method, seed, stamp)
+                if source is not None:
+                    cfg.method.semantic.source = source
+                fit_batch_size(cfg, data)
+                print(f"[bench] {row} seed {seed}: {cfg.train.epochs} epochs", flush=True)
+                results.setdefault(row, []).append(run(cfg, data))
     cfg = bench_config(args, "base", 0, stamp)
     header = (f"# Alignment methods on LightGCN, synthetic `{args.preset}` "
               f"({counts['users']} users, {counts['items']} items, {counts['train']} training events)\n\n"
               f"seeds 0..{args.seeds - 1}, epochs {args.epochs or cfg.train.epochs} (best validation {cfg.train.select_metric}), "
               f"{cfg.train.num_workers} Ray Train workers ({cfg.train.strategy}), {os.cpu_count()} CPU cores, "
-              f"{platform.machine()}; mean ± std over seeds, (relative change of the mean vs base); "
+              f"{platform.machine()}; semantic source {args.sources}; mean ± std over seeds, (relative change of the mean "
+              f"vs base; a `(profiles)` row vs the same method on `(item_text)`); "
               f"tail = long-tail users, cold = cold items.\n\n")
     text = header + table(results) + "\n"
     write_report(text, args.out)

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from bridgerec.augment.base import Stage
 from bridgerec.llm.engine import GenerationParams
-from bridgerec.llm.prompts import Prompt
+from bridgerec.llm.prompts import PLAIN, ChatFormat, Prompt, engine_text
 
 __all__ = ["LLMStage", "render_batch", "resolve", "llm_output_columns"]
 
@@ -24,12 +24,13 @@ def resolve(obj: Any) -> Any:
 
 
 def render_batch(batch: pd.DataFrame, row_fn: Callable[..., Prompt], catalog: Any, sampling_json: str,
-                 **options: Any) -> pd.DataFrame:
-    """Ray Data batch function: ``row_fn(row, catalog, **options) -> Prompt`` for every row."""
+                 chat: ChatFormat = PLAIN, **options: Any) -> pd.DataFrame:
+    """Ray Data batch function: ``row_fn(row, catalog, **options) -> Prompt`` for every row, in the
+    backbone's chat format (the ``prompt`` column is the text the engine receives)."""
     catalog = resolve(catalog)
     prompts = [row_fn(row, catalog, **options) for row in batch.itertuples(index=False)]
     out = batch.copy()
-    out["prompt"] = [p.text for p in prompts]
+    out["prompt"] = [engine_text(p, chat) for p in prompts]
     out["prompt_iids_json"] = [json.dumps(list(p.iids)) for p in prompts]
     out["sampling_json"] = sampling_json
     return out
@@ -69,7 +70,7 @@ class LLMStage(Stage):
 
     def key_payload(self) -> dict[str, Any]:
         return {"stage": self.stage_config(), "model": self.ctx.model_id, "prompt_version": self.prompt_version,
-                "sampling": self.params().to_dict()}
+                "chat": self.ctx.chat.to_dict(), "sampling": self.params().to_dict()}
 
     def provenance(self) -> dict[str, Any]:
         return {"model": self.ctx.model_id, "prompt_version": self.prompt_version,
@@ -78,5 +79,5 @@ class LLMStage(Stage):
     def render(self) -> tuple[Callable[..., pd.DataFrame], dict[str, Any]]:
         fn, options = self.row_prompt()
         kwargs = dict(row_fn=fn, catalog=self.ctx.catalog_ref, sampling_json=json.dumps(self.params().to_dict()),
-                      version=self.prompt_version, **options)
+                      chat=self.ctx.chat, version=self.prompt_version, **options)
         return render_batch, kwargs

@@ -154,7 +154,7 @@ class AugmentContext:
 
         b = resolve_backbone(self.cfg.llm, self.cfg.work_dir, self.dataset)
         if b.built:
-            self.log(f"[augment] built the tiny backbone at {b.path}")
+            self.log(f"[augment] built the {self.cfg.llm.model} backbone at {b.path}")
         return b
 
     @cached_property
@@ -177,6 +177,13 @@ class AugmentContext:
         from bridgerec.llm.backbone import load_tokenizer
 
         return load_tokenizer(self.model_path, self.cfg.llm.revision)
+
+    @cached_property
+    def chat(self):
+        """The backbone's :class:`~bridgerec.llm.prompts.ChatFormat` (``llm.chat_template``)."""
+        from bridgerec.llm.backbone import chat_format
+
+        return chat_format(self.cfg.llm, self.backbone, self.tokenizer)
 
     # -- domain model ---------------------------------------------------------------------------
     @cached_property

@@ -35,6 +35,14 @@ class ProfilesStageConfig(Section):
     """Items most often co-interacted with (training split only) shown in an item prompt."""
     max_tokens: int = 128
     """Most new tokens of a profile."""
+    guided_json: bool = False
+    """Constrain profiles to the answer's JSON schema with vLLM's guided decoding (llm.engine=vllm;
+    on in jobs/configs/augment_smollm2_synthetic.yaml); the transformers engine has none, so with
+    llm.engine=hf the JSON is parsed as generated."""
+    summary_max_chars: int = 240
+    """Longest summary the guided JSON allows (keeps the answer inside max_tokens)."""
+    reasoning_max_chars: int = 120
+    """Longest reasoning the guided JSON allows."""
 
 
 class PairsStageConfig(Section):

@@ -22,22 +22,49 @@ from bridgerec.augment._llm_stage import LLMStage, llm_output_columns
 from bridgerec.llm.engine import GenerationParams
 from bridgerec.llm.prompts import Prompt, item_profile_prompt, user_profile_prompt
 
-__all__ = ["ProfilesStage", "parse_profile"]
+__all__ = ["ProfilesStage", "parse_profile", "parses_as_profile", "profile_schema"]
 
 _JSON = re.compile(r"\{.*\}", re.S)
+_FIELD = r'"{}"\s*:\s*"((?:[^"\\]|\\.)*)'  # a JSON string field's value, possibly cut off at the end
+
+
+def profile_schema(summary_max_chars: int, reasoning_max_chars: int) -> dict[str, Any]:
+    """The JSON Schema of a profile answer (guided decoding)."""
+    return {"type": "object", "additionalProperties": False, "required": ["summarization", "reasoning"],
+            "properties": {"summarization": {"type": "string", "maxLength": summary_max_chars},
+                           "reasoning": {"type": "string", "maxLength": reasoning_max_chars}}}
+
+
+def parses_as_profile(text: str) -> bool:
+    """Whether ``text`` holds a complete JSON object with a ``summarization`` field."""
+    m = _JSON.search(text or "")
+    try:
+        return bool(m) and isinstance(obj := json.loads(m.group(0)), dict) and "summarization" in obj
+    except ValueError:
+        return False
+
+
+def _partial_field(text: str, name: str) -> str | None:
+    m = re.search(_FIELD.format(name), text)
+    if not m:
+        return None
+    try:
+        return json.loads(f'"{m.group(1)}"')
+    except ValueError:
+        return m.group(1)
 
 
 def parse_profile(text: str) -> tuple[str, str]:
-    """(summary, reasoning) from an RLMRec JSON answer; the whole text is the summary otherwise."""
-    m = _JSON.search(text or "")
-    if m:
-        try:
-            obj = json.loads(m.group(0))
-            if isinstance(obj, dict) and "summarization" in obj:
-                return str(obj["summarization"]).strip(), str(obj.get("reasoning", "")).strip()
-        except ValueError:
-            pass
-    return (text or "").strip(), ""
+    """(summary, reasoning) from an RLMRec JSON answer. An answer cut off by ``max_tokens`` keeps
+    the fields it got to; without a ``summarization`` field the whole text is the summary."""
+    text = text or ""
+    if parses_as_profile(text):
+        obj = json.loads(_JSON.search(text).group(0))
+        return str(obj["summarization"]).strip(), str(obj.get("reasoning", "")).strip()
+    summary = _partial_field(text, "summarization")
+    if summary is not None:
+        return summary.strip(), (_partial_field(text, "reasoning") or "").strip()
+    return text.strip(), ""
 
 
 def _profile_prompt(row: Any, catalog: Any, version: str, max_history: int, max_text_chars: int) -> Prompt:
@@ -56,7 +83,11 @@ class ProfilesStage(LLMStage):
         return self.cfg.augment.profiles.model_dump()
 
     def params(self) -> GenerationParams:
-        return GenerationParams.from_config(self.cfg.llm.generation, max_tokens=self.cfg.augment.profiles.max_tokens)
+        p = self.cfg.augment.profiles
+        schema = None
+        if p.guided_json and self.cfg.llm.engine == "vllm":
+            schema = json.dumps(profile_schema(p.summary_max_chars, p.reasoning_max_chars), sort_keys=True)
+        return GenerationParams.from_config(self.cfg.llm.generation, max_tokens=p.max_tokens, json_schema=schema)
 
     def row_prompt(self) -> tuple[Callable[..., Prompt], dict[str, Any]]:
         p = self.cfg.augment.profiles

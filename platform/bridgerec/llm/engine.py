@@ -16,8 +16,10 @@ Contract
     tokens, cut before the first stop string. ``finish_reason`` is ``"stop"`` (EOS or a stop
     string) or ``"length"`` (``max_tokens`` reached). ``temperature == 0`` is greedy decoding, so
     both engines return the same tokens up to floating-point ties. ``params.allowed_token_ids``
-    restricts every sampled token to that set (used for A/B answers). The call blocks until all
-    prompts are done; batching is the engine's business.
+    restricts every sampled token to that set (used for A/B answers). ``params.json_schema`` (a
+    JSON Schema, as a JSON string) constrains the text to valid JSON of that schema: vLLM's
+    structured outputs (guided decoding); the transformers engine has none and refuses it. The
+    call blocks until all prompts are done; batching is the engine's business.
 ``embed(texts) -> np.ndarray``
     ``float32`` array of shape ``(len(texts), hidden_size)``: the mean over all tokens (BOS
     included) of the final hidden states (after the last norm), L2-normalised. vLLM computes it
@@ -45,6 +47,7 @@ __all__ = [
     "Engine",
     "Generation",
     "GenerationParams",
+    "vllm_sampling_kwargs",
     "ENGINES",
     "register_engine",
     "build_engine",
@@ -61,6 +64,7 @@ class GenerationParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
     allowed_token_ids: Optional[tuple[int, ...]] = None
+    json_schema: Optional[str] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -83,7 +87,20 @@ class GenerationParams:
             d.pop("allowed_token_ids")
         else:
             d["allowed_token_ids"] = list(self.allowed_token_ids)
+        if self.json_schema is None:
+            d.pop("json_schema")
         return d
+
+
+def vllm_sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`GenerationParams.to_dict` as vLLM ``SamplingParams`` keywords: ``json_schema``
+    becomes ``structured_outputs`` (the dict form ray.data.llm converts itself)."""
+    out = {k: v for k, v in params.items() if v is not None and k != "json_schema"}
+    if params.get("json_schema"):
+        import json
+
+        out["structured_outputs"] = {"json": json.loads(params["json_schema"])}
+    return out
 
 
 @dataclass

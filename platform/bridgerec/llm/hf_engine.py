@@ -67,6 +67,9 @@ class HFEngine(Engine):
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        if params.json_schema is not None:
+            raise ValueError("the transformers engine (llm.engine=hf) has no schema-constrained decoding; use "
+                             "llm.engine=vllm, or turn the stage's guided JSON off (augment.profiles.guided_json=false)")
         import torch
 
         out: list[Generation] = []

@@ -8,6 +8,11 @@ or a trained adapter records the version it used, and changing a template means 
 Renderers return a :class:`Prompt`: the text plus the item ids it mentions (used by the leakage
 check: no validation/test item of a user may appear in a prompt built from history).
 
+Instruction-tuned backbones see every prompt inside their chat template (:class:`ChatFormat`, one
+user turn and the assistant's generation prompt); ``tiny`` sees the plain text (:data:`PLAIN`).
+:func:`engine_text` applies the format, and it is the only way a prompt reaches an engine, an
+augmentation stage, a training example or a served request, so all of them see the same text.
+
 Tokenisation of training examples is also here (:func:`encode_example`): the prompt is encoded
 exactly as an engine encodes it at inference (special tokens included), and the target is encoded
 separately and appended, so the prompt part of a training sequence is token-for-token identical to
@@ -24,6 +29,9 @@ __all__ = [
     "PROMPT_KINDS",
     "ItemView",
     "Prompt",
+    "ChatFormat",
+    "PLAIN",
+    "engine_text",
     "entity_token",
     "user_token",
     "item_token",
@@ -61,6 +69,59 @@ class Prompt:
     kind: str
     version: str
     iids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a rendered prompt is wrapped for the backbone: ``prefix + text + suffix``.
+
+    Taken from the tokenizer's chat template by rendering one user turn around a sentinel
+    (:meth:`from_tokenizer`), so it is two plain strings: cheap to ship to Ray workers and part of
+    the augmentation cache key. A template that puts the tokenizer's BOS in the text while the
+    tokenizer also adds one on encoding would double it; the prefix drops that BOS."""
+
+    prefix: str = ""
+    suffix: str = ""
+
+    @property
+    def is_plain(self) -> bool:
+        return not (self.prefix or self.suffix)
+
+    def wrap(self, text: str) -> str:
+        return f"{self.prefix}{text}{self.suffix}"
+
+    def target(self, text: str) -> str:
+        """A training target as it follows the wrapped prompt: plain prompts end in ':' and the
+        target starts with a space; after a chat generation prompt the answer starts at once."""
+        return text if self.is_plain else text.lstrip(" ")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"prefix": self.prefix, "suffix": self.suffix}
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> "ChatFormat":
+        """The format of ``tokenizer.chat_template`` (one user message, generation prompt on)."""
+        sentinel = "\x00BRIDGEREC-PROMPT\x00"
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": sentinel}], tokenize=False,
+                                                 add_generation_prompt=True)
+        if rendered.count(sentinel) != 1:
+            raise ValueError("the tokenizer's chat template does not put the user message in verbatim once; "
+                             "set llm.chat_template=off")
+        prefix, suffix = rendered.split(sentinel)
+        bos = getattr(tokenizer, "bos_token", None)
+        ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+        if bos and prefix.startswith(bos) and ids and ids[0] == tokenizer.bos_token_id:
+            prefix = prefix[len(bos):]  # the tokenizer adds it when the text is encoded
+        return cls(prefix, suffix)
+
+
+PLAIN = ChatFormat()
+"""No wrapping (the ``tiny`` backbone, or ``llm.chat_template: off``)."""
+
+
+def engine_text(prompt: "Prompt | str", chat: ChatFormat = PLAIN) -> str:
+    """The text an engine receives for ``prompt``: the rendered prompt in the backbone's format."""
+    return chat.wrap(prompt.text if isinstance(prompt, Prompt) else prompt)
 
 
 PAIR_CHOICES = ("A", "B")
@@ -255,15 +316,16 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_example(tokenizer: Any, prompt: str, target: str, *, add_eos: bool = True,
-                   max_length: Optional[int] = None) -> dict[str, list[int]]:
+                   max_length: Optional[int] = None, chat: ChatFormat = PLAIN) -> dict[str, list[int]]:
     """A supervised example: ``input_ids = prompt ids + target ids (+ eos)``, ``labels`` -100 on the prompt.
 
-    The prompt ids equal :func:`encode_prompt` (what vLLM and the transformers engine see); the
-    target is encoded on its own without special tokens. ``max_length`` truncates from the left of
+    The prompt ids equal :func:`encode_prompt` of :func:`engine_text` (what vLLM and the
+    transformers engine see for the same prompt and ``chat``); the target is encoded on its own
+    without special tokens (:meth:`ChatFormat.target`). ``max_length`` truncates from the left of
     the prompt so the target always survives.
     """
-    p_ids = encode_prompt(tokenizer, prompt)
-    t_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+    p_ids = encode_prompt(tokenizer, engine_text(prompt, chat))
+    t_ids = list(tokenizer(chat.target(target), add_special_tokens=False)["input_ids"])
     if add_eos and tokenizer.eos_token_id is not None:
         t_ids.append(int(tokenizer.eos_token_id))
     if max_length is not None and len(p_ids) + len(t_ids) > max_length:

