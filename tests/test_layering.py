@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1] / "platform" / "bridgerec"
 
 ORDER = [
     # leaf: imports nothing from bridgerec
-    "_config_base", "_registry", "_lazy", "_csr", "console", "runtime", "benchmarking",
+    "_config_base", "_registry", "_lazy", "_csr", "_files", "console", "runtime", "benchmarking",
     # section packages, each with its own config.py taking only its own section
     "data", "models", "llm", "evaluation", "retrieval", "methods", "augment",
     # the root config: composes the sections, validates plugin names against their registries

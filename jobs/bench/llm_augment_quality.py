@@ -37,7 +37,7 @@ import numpy as np
 
 from bridgerec.augment import Catalog, item_text
 from bridgerec.augment.pairs import choice_token_ids
-from bridgerec.augment.profiles import _JSON, parse_profile
+from bridgerec.augment.profiles import parse_profile, parses_as_profile
 from bridgerec.benchmarking import write_report
 from bridgerec.config import load_config
 from bridgerec.data.synthetic import SyntheticWorld
@@ -48,10 +48,11 @@ from bridgerec.llm.prompts import PAIR_CHOICES, attribute_prompt, engine_text, p
 from bridgerec.workflows import prepare
 
 
-def item_topics(cfg, dataset) -> np.ndarray:
+def item_topics(cfg, dataset) -> tuple[np.ndarray, list[str]]:
     """(I,) hidden topic index of every item, from the seeded world the dataset was prepared from."""
     world = SyntheticWorld(cfg.data.source.synthetic, cfg.data.seed)
-    truth = dict(zip(world.items()["item_id"], world.items()["topic"]))
+    world_items = world.items()
+    truth = dict(zip(world_items["item_id"], world_items["topic"]))
     items = dataset.items()
     names = world.topic_names
     return np.array([names.index(truth[i]) for i in items["item_id"]]), names
@@ -125,13 +126,7 @@ def run_profiles(engine, chat, catalog, uids, utop, encoder, cfg):
                for u in uids]
     gens = engine.generate(prompts, GenerationParams(max_tokens=p.max_tokens))
     summaries = [parse_profile(g.text)[0] or "(none)" for g in gens]
-    parsed = []
-    for g in gens:
-        m = _JSON.search(g.text or "")
-        try:
-            parsed.append(bool(m) and "summarization" in __import__("json").loads(m.group(0)))
-        except ValueError:
-            parsed.append(False)
+    parsed = [parses_as_profile(g.text) for g in gens]
     labels = np.array([utop[u][0] for u in uids])
     ratio = same_over_different(encoder.encode(summaries, progress=False), labels)
     return {"profiles n": len(uids), "profiles parse (JSON)": float(np.mean(parsed)), "profiles same/different": ratio,

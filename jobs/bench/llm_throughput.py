@@ -59,13 +59,13 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = DatasetDir(cfg.dataset_dir()) if os.path.exists(cfg.dataset_dir()) else prepare(cfg, log=lambda m: None)
     backbone = resolve_backbone(cfg.llm, cfg.work_dir, dataset)
-    chat = chat_format(cfg.llm, backbone, load_tokenizer(backbone.path, cfg.llm.revision))
+    tok = load_tokenizer(backbone.path, cfg.llm.revision)
+    chat = chat_format(cfg.llm, backbone, tok)
     catalog = Catalog.from_dataset(dataset)
     users = [u for u in range(dataset.n_users) if catalog.n_train(u)]
     prompts = [engine_text(user_profile_prompt(catalog.history(users[k % len(users)], args.history),
                                                version=cfg.llm.prompt_version), chat) for k in range(args.prompts)]
     load_before = os.getloadavg()[0]
-    tok = load_tokenizer(backbone.path, cfg.llm.revision)
     prompt_tokens = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
     params = GenerationParams.from_config(cfg.llm.generation, max_tokens=args.max_tokens, temperature=0.0)
 

@@ -37,8 +37,8 @@ class ProfilesStageConfig(Section):
     """Most new tokens of a profile."""
     guided_json: bool = False
     """Constrain profiles to the answer's JSON schema with vLLM's guided decoding (llm.engine=vllm;
-    on in jobs/configs/augment_smollm2_synthetic.yaml); the transformers engine has none, so with
-    llm.engine=hf the JSON is parsed as generated."""
+    SmolLM2-135M can fall into runs of whitespace under it); the transformers engine has none, so
+    with llm.engine=hf the JSON is parsed as generated."""
     summary_max_chars: int = 240
     """Longest summary the guided JSON allows (keeps the answer inside max_tokens)."""
     reasoning_max_chars: int = 120

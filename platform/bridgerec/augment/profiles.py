@@ -35,13 +35,18 @@ def profile_schema(summary_max_chars: int, reasoning_max_chars: int) -> dict[str
                            "reasoning": {"type": "string", "maxLength": reasoning_max_chars}}}
 
 
-def parses_as_profile(text: str) -> bool:
-    """Whether ``text`` holds a complete JSON object with a ``summarization`` field."""
+def _profile_object(text: str) -> dict | None:
     m = _JSON.search(text or "")
     try:
-        return bool(m) and isinstance(obj := json.loads(m.group(0)), dict) and "summarization" in obj
+        obj = json.loads(m.group(0)) if m else None
     except ValueError:
-        return False
+        return None
+    return obj if isinstance(obj, dict) and "summarization" in obj else None
+
+
+def parses_as_profile(text: str) -> bool:
+    """Whether ``text`` holds a complete JSON object with a ``summarization`` field."""
+    return _profile_object(text) is not None
 
 
 def _partial_field(text: str, name: str) -> str | None:
@@ -58,8 +63,8 @@ def parse_profile(text: str) -> tuple[str, str]:
     """(summary, reasoning) from an RLMRec JSON answer. An answer cut off by ``max_tokens`` keeps
     the fields it got to; without a ``summarization`` field the whole text is the summary."""
     text = text or ""
-    if parses_as_profile(text):
-        obj = json.loads(_JSON.search(text).group(0))
+    obj = _profile_object(text)
+    if obj is not None:
         return str(obj["summarization"]).strip(), str(obj.get("reasoning", "")).strip()
     summary = _partial_field(text, "summarization")
     if summary is not None:

@@ -30,6 +30,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from bridgerec._files import file_sha256
 from bridgerec._registry import Registry
 from bridgerec.console import say
 from bridgerec.llm.config import LLMConfig, TinyModelConfig
@@ -188,8 +189,6 @@ def build_tiny_backbone(texts: list[str], tiny: TinyModelConfig, out_dir: str) -
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tmp = f"{out_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     texts = list(texts)
     tokenizer = _train_tokenizer(texts + template_corpus(), tiny.vocab_size)
     config = LlamaConfig(
@@ -211,11 +210,20 @@ def build_tiny_backbone(texts: list[str], tiny: TinyModelConfig, out_dir: str) -
     _warm_up(model, tokenizer, texts, tiny)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(tmp)
+    return _save_backbone(model, tokenizer, out_dir, {"kind": TINY, "tiny": tiny.model_dump()})
+
+
+def _save_backbone(model, tokenizer, out_dir: str, marker: dict) -> str:
+    """Save a built backbone (weights, tokenizer, the ``_DONE`` marker with ``marker`` plus sizes)
+    into a temporary directory and rename it to ``out_dir``, so a crash never leaves a half-written model."""
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _quiet_hf():
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    n_params = sum(p.numel() for p in model.parameters())
     with open(os.path.join(tmp, _DONE), "w") as fh:
-        json.dump({"kind": TINY, "tiny": tiny.model_dump(), "n_params": n_params, "vocab": len(tokenizer)}, fh, indent=2)
+        json.dump({**marker, "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer)}, fh,
+                  indent=2)
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
@@ -256,13 +264,19 @@ def resolve_backbone(llm: LLMConfig, work_dir: str, dataset=None) -> Backbone:
         return Backbone(llm.model, model_fingerprint(llm.model, llm.revision))
     if dataset is None:
         raise ValueError("llm.model=tiny needs a prepared dataset (its text trains the tokenizer)")
-    key = _tiny_hash(llm.tiny, dataset.content_hash)
-    out = os.path.abspath(os.path.join(llm.models_dir or os.path.join(work_dir, "models"), f"tiny-{key}"))
-    built = False
-    if not os.path.exists(os.path.join(out, _DONE)):
-        build_tiny_backbone(dataset_corpus(dataset, llm.tiny.corpus_max_texts), llm.tiny, out)
-        built = True
-    return Backbone(out, f"tiny-{key}", built, kind=TINY)
+    name = f"tiny-{_tiny_hash(llm.tiny, dataset.content_hash)}"
+    return _cached(llm, work_dir, name, TINY,
+                   lambda out: build_tiny_backbone(dataset_corpus(dataset, llm.tiny.corpus_max_texts), llm.tiny, out))
+
+
+def _cached(llm: LLMConfig, work_dir: str, name: str, kind: str, build) -> Backbone:
+    """The backbone ``<models_dir>/<name>`` (also its fingerprint), running ``build(out_dir)`` when
+    it is not there yet."""
+    out = os.path.abspath(os.path.join(llm.models_dir or os.path.join(work_dir, "models"), name))
+    built = not os.path.exists(os.path.join(out, _DONE))
+    if built:
+        build(out)
+    return Backbone(out, name, built, kind=kind)
 
 
 def packaged_gguf_path(name: str) -> str:
@@ -283,23 +297,11 @@ def packaged_gguf_path(name: str) -> str:
                                f"reinstall it with: {spec.install}")
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _packaged(llm: LLMConfig, work_dir: str) -> Backbone:
     gguf = packaged_gguf_path(llm.model)
-    key = hashlib.sha256(f"{_file_sha256(gguf)}:{llm.backbone_dtype}".encode()).hexdigest()[:16]
-    out = os.path.abspath(os.path.join(llm.models_dir or os.path.join(work_dir, "models"), f"{llm.model}-{key}"))
-    built = False
-    if not os.path.exists(os.path.join(out, _DONE)):
-        build_packaged_backbone(llm.model, gguf, llm.backbone_dtype, out)
-        built = True
-    return Backbone(out, f"{llm.model}-{key}", built, kind="packaged")
+    key = hashlib.sha256(f"{file_sha256(gguf)}:{llm.backbone_dtype}".encode()).hexdigest()[:16]
+    return _cached(llm, work_dir, f"{llm.model}-{key}", "packaged",
+                   lambda out: build_packaged_backbone(llm.model, gguf, llm.backbone_dtype, out))
 
 
 @contextlib.contextmanager
@@ -334,8 +336,6 @@ def build_packaged_backbone(name: str, gguf_path: str, dtype: str, out_dir: str)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     pkg_dir, fname = os.path.split(gguf_path)
-    tmp = f"{out_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     say(f"[llm] building the {name} backbone from {gguf_path} into {out_dir} (once; about 30 s)")
     with _quiet_hf():
         tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=fname)
@@ -349,17 +349,7 @@ def build_packaged_backbone(name: str, gguf_path: str, dtype: str, out_dir: str)
     del quantised
     model = model.to(torch_dtype(dtype)).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with _quiet_hf():
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, _DONE), "w") as fh:
-        json.dump({"kind": "packaged", "name": name, "gguf": fname, "dtype": dtype,
-                   "n_params": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer)}, fh, indent=2)
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
-    os.rename(tmp, out_dir)
-    return out_dir
+    return _save_backbone(model, tokenizer, out_dir, {"kind": "packaged", "name": name, "gguf": fname, "dtype": dtype})
 
 
 def _built_kind(path: str) -> Optional[str]:

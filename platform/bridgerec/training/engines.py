@@ -19,13 +19,13 @@ Both are driven the same way by :mod:`bridgerec.training.loop`::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 from typing import Any, Callable, Protocol
 
 import torch
 
+from bridgerec._files import file_sha256
 from bridgerec.config import TrainConfig
 from bridgerec.methods.base import Method, weighted_sum
 
@@ -283,7 +283,7 @@ def file_hashes(directory: str, exclude: tuple[str, ...] = ()) -> dict[str, str]
             path = os.path.join(root, name)
             rel = os.path.relpath(path, directory)
             if rel not in exclude:
-                out[rel] = _sha256(path)
+                out[rel] = file_sha256(path)
     return out
 
 
@@ -299,14 +299,6 @@ def check_hashes(directory: str, hashes: dict[str, str], *trusted: str) -> None:
         if found.get(rel) != want:
             raise UnsafeCheckpointError(f"refusing to load {os.path.join(directory, rel)}: "
                                         + ("it is missing" if rel not in found else "its SHA-256 differs from the one recorded at save time"))
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_engine(factory: Callable[[], Method], cfg: TrainConfig, world_size: int, weights: dict[str, float]) -> Engine:
