@@ -38,6 +38,15 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
+def mlflow_server():
+    """`mlflow server` on a free port with a SQLite store and proxied artifacts; yields its URI."""
+    from support_servers import mlflow_server as start
+
+    with start() as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
 def session_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bridgerec")
 

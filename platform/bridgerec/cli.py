@@ -10,6 +10,7 @@ Ray's, Ray Data's and MLflow's own logs back. Every run writes its full log to
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bridgerec import console
@@ -75,10 +76,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", default=None, help="dataset directory (default: the one recorded in the run)")
     _add_verbose(p)
 
+    p = sub.add_parser("serve", help="serve a trained model over HTTP with Ray Serve (Retriever, Grounder, Recommender)",
+                       description="Deploys the recommender app (serve_apps/recommender.py) for --model on the local Ray "
+                       "(or RAY_ADDRESS) and keeps it up until Ctrl-C. With --reload against a running cluster "
+                       "(RAY_ADDRESS), redeploys the app so it follows a moved alias (a rolling update: no dropped requests).")
+    p.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/recommender or a bundle directory")
+    _add_tracking_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--args", default=None, help="YAML file of more RecommenderArgs (deployment options, limits, auth, ...)")
+    p.add_argument("--reload", action="store_true", help="redeploy the running app on RAY_ADDRESS and exit")
+    p.add_argument("--no-block", action="store_true", help="deploy, print the URL and exit (the app lives as long as the cluster)")
+    _add_verbose(p)
+
+    index = sub.add_parser("index", help="serving index commands").add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
+    p = index.add_parser("build", help="build the faiss indexes of an existing run's recommender and log them to the run",
+                         description="For runs logged before the bundle carried its indexes: builds the retrieval (inner "
+                         "product) and grounding (L2 over item titles) indexes with the run's config (plus overrides) and "
+                         "logs them under the run's serving/ artifacts, where `bridgerec serve` finds them.")
+    p.add_argument("--run-id", required=True, help="MLflow run id")
+    _add_tracking_args(p)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="retrieval.* / encoder.* overrides")
+    _add_verbose(p)
+
+    p = sub.add_parser("recommend", help="batch scoring: top-k for every user (or a list) into Parquet with Ray Data",
+                       description="Runs the domain strategy of the Serve app (same bundle, exclusions and search code) "
+                       "over users with Ray Data map_batches and writes user_id, rank, item_id, title, score.")
+    p.add_argument("--model", required=True, help="model URI or bundle directory (as for serve)")
+    p.add_argument("--out", required=True, help="output Parquet path (a directory of part files)")
+    p.add_argument("--k", type=int, default=10, help="items per user (default 10)")
+    p.add_argument("--users", default=None, help="file with one user id per line (default: every user of the model)")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the users' known items")
+    _add_tracking_args(p)
+    _add_verbose(p)
+
     p = sub.add_parser("config-docs", help="list every config key with its type, default and meaning")
     sub.add_parser("models", help="list the registered domain models (values of model.name)")
     sub.add_parser("methods", help="list the registered method plugins (values of method.name)")
     return parser
+
+
+def _add_tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store <work-dir>/mlflow.db)")
+    p.add_argument("--work-dir", default="bridgerec_work", help="work_dir of the runs, for the default local store (default bridgerec_work)")
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    return args.tracking_uri or load_config(None, [f"work_dir={args.work_dir}"]).tracking_uri()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -98,8 +143,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; set BRIDGEREC_TRACEBACK=1 to see the traceback of an input error."""
-    import os
-
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -132,10 +175,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("\n".join(_registry_lines(args.command)))
         return 0
     if args.command == "evaluate":
-        uri = args.tracking_uri or load_config(None, [f"work_dir={args.work_dir}"]).tracking_uri()
+        uri = _tracking_uri(args)
         _start(args, args.work_dir)
         workflows.evaluate_and_report(args.run_id, args.split, uri, args.dataset_dir)
         return 0
+    if args.command in ("serve", "index", "recommend"):
+        _start(args, args.work_dir)
+        return _serving_command(args)
     default = quickstart_config() if args.command == "quickstart" else None
     cfg = load_config(args.config or default, args.overrides)
     _start(args, cfg.work_dir)
@@ -152,9 +198,64 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace, work_dir: str) -> None:
-    name = args.command + (f"-{args.data_command}" if args.command == "data" else "")
+    sub_command = getattr(args, "data_command", None) or getattr(args, "index_command", None)
+    name = args.command + (f"-{sub_command}" if sub_command else "")
     path = console.start(name, work_dir, verbose=args.verbose)
     console.say(f"bridgerec {name.replace('-', ' ')}: full log in {path}")
+
+
+def _serving_command(args: argparse.Namespace) -> int:
+    from bridgerec.workflows import serve as serving
+
+    uri = _tracking_uri(args)
+    if args.command == "index":
+        files = serving.build_run_index(args.run_id, uri, args.overrides)
+        console.result("\n".join([f"bridgerec index build: run {args.run_id}", *(f"  serving/{f}" for f in sorted(files)),
+                                   f"full log: {console.log_path()}"]))
+        return 0
+    if args.command == "recommend":
+        users = None
+        if args.users:
+            with open(args.users) as fh:
+                users = [line.strip() for line in fh if line.strip()]
+        recs = serving.batch_recommend(args.model, args.out, uri, k=args.k, users=users, exclude_seen=not args.include_seen)
+        head = "" if recs is None else "\n" + recs.head(10).to_string(index=False)
+        console.result(f"bridgerec recommend: {args.out}{head}\nfull log: {console.log_path()}")
+        return 0
+    return _serve(args, uri)
+
+
+def _serve(args: argparse.Namespace, tracking_uri: str) -> int:
+    import time
+
+    import yaml
+
+    from bridgerec.workflows import serve as serving
+
+    extra = {}
+    if args.args:
+        with open(args.args) as fh:
+            extra = yaml.safe_load(fh) or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"--args {args.args}: expected a mapping of RecommenderArgs keys")
+    if args.reload and not os.environ.get("RAY_ADDRESS"):
+        raise ConfigError("--reload redeploys an app on a running cluster: set RAY_ADDRESS to it")
+    from pydantic import ValidationError
+
+    from bridgerec.serving.app import RecommenderArgs
+
+    try:
+        app_args = RecommenderArgs(**{"tracking_uri": tracking_uri, **extra, "model": args.model})
+    except ValidationError as exc:
+        raise ConfigError(f"--args: {exc}") from None
+    url = serving.start_app(app_args, host=args.host, port=args.port)
+    console.result(f"bridgerec serve: {url} (model {args.model})\n  try: {serving.curl_example(url, '<user_id>')}\n"
+                   f"  docs: {url}/docs\nfull log: {console.log_path()}")
+    if args.reload or args.no_block:
+        return 0
+    console.say("[serve] serving until Ctrl-C")
+    while True:
+        time.sleep(3600)
 
 
 def _augment(cfg) -> None:

@@ -42,6 +42,7 @@ from bridgerec.methods.config import MethodConfig
 from bridgerec.methods.registry import METHODS
 from bridgerec.models.config import ModelConfig
 from bridgerec.models.registry import MODELS
+from bridgerec.retrieval.config import RetrievalConfig
 
 __all__ = [
     "AugmentConfig",
@@ -243,6 +244,8 @@ class Config(_Section):
     """Text encoder for item texts and profiles."""
     augment: AugmentConfig = AugmentConfig()
     """LLM augmentation stages."""
+    retrieval: RetrievalConfig = RetrievalConfig()
+    """faiss indexes of the serving bundle (domain-model retrieval and text grounding)."""
 
     @model_validator(mode="after")
     def _plugins_are_registered(self) -> "Config":

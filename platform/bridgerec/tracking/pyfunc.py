@@ -262,6 +262,7 @@ def log_pyfunc_model(
         items.to_parquet(paths["item_ids"], index=False)
         indptr, indices = seen_csr(*known_pairs(data), n_users=data.n_users)
         np.savez(paths["seen"], indptr=indptr, indices=indices)
+        paths.update(_serving_indexes(os.path.join(d, "serving"), items_emb.float().numpy(), items["title"].astype(str).tolist(), cfg))
         if cfg is not None:
             paths["config"] = os.path.join(d, "config.yaml")
             with open(paths["config"], "w") as fh:
@@ -284,6 +285,22 @@ def log_pyfunc_model(
     if registered_name and alias and info.registered_model_version is not None:
         mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, str(info.registered_model_version))
     return info
+
+
+def _serving_indexes(out_dir: str, item_emb: np.ndarray, titles: list[str], cfg: "Config | None") -> dict[str, str]:
+    """The serving bundle's faiss indexes (retrieval, and grounding when ``retrieval.grounding_index``),
+    as artifact key -> path (the key is the file name, so the server finds them by name)."""
+    from bridgerec.retrieval.bundle import write_indexes
+    from bridgerec.retrieval.config import RetrievalConfig
+
+    rcfg = cfg.retrieval if cfg is not None else RetrievalConfig()
+    encode = settings = None
+    if cfg is not None and rcfg.grounding_index:
+        from bridgerec.llm.encoder import TextEncoder
+
+        encoder = TextEncoder(cfg.encoder)
+        encode, settings = encoder.encode, cfg.encoder.model_dump(mode="json")
+    return write_indexes(out_dir, item_emb, titles, rcfg, encode, settings)
 
 
 # When MLflow executes this file to load (or log) the model, it runs under a generated module

@@ -1,0 +1,384 @@
+"""The recommender app: a FastAPI ingress composing the Retriever and Grounder through handles.
+
+``build_app(RecommenderArgs(...))`` returns a Ray Serve ``Application`` (``serve run``,
+``serve deploy`` and ``bridgerec serve`` all go through it; ``serve_apps/recommender.py`` is the
+import path the YAML names). Endpoints (all JSON; every answer carries a ``request_id``: Ray Serve's,
+also in its ``X-Request-ID`` response header, or the caller's ``X-Request-ID``)::
+
+    POST /v1/recommend       {user_id | history, k, strategy, exclude_seen, exclude}
+    POST /v1/similar-items   {item_id, k}
+    POST /v1/ground          {text, k}
+    GET  /v1/items/{item_id}
+    GET  /healthz            the ingress is up
+    GET  /readyz             every deployment answers
+    GET  /docs               OpenAPI (Swagger UI); /openapi.json the schema
+
+Errors are 4xx with a ``detail`` that says why: 401 (auth), 404 (unknown user without history,
+unknown item), 413 (body too large), 422 (k out of range, empty/oversized history, unknown
+item ids, malformed JSON, unknown strategy). 503 with ``Retry-After`` when a deployment's
+queue is full (Ray Serve's ``max_queued_requests``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+import uuid
+from typing import Any, Optional
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from bridgerec.serving.deployments import Grounder, Retriever
+from bridgerec.serving.strategies import Query, Ranked, StrategyContext, run_strategy
+
+__all__ = ["RecommenderArgs", "DeploymentOptions", "build_app", "TOKEN_ENV"]
+
+TOKEN_ENV = "BRIDGEREC_SERVE_TOKEN"
+_OPEN_PATHS = ("/healthz", "/readyz")
+
+
+class DeploymentOptions(BaseModel):
+    """Ray Serve options of one deployment (``serve run``'s YAML may override them per deployment)."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_replicas: Optional[int] = None
+    """Fixed replica count; leave None to use autoscaling_config."""
+    autoscaling_config: Optional[dict[str, Any]] = None
+    """min_replicas, max_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s, ..."""
+    max_ongoing_requests: Optional[int] = None
+    """Requests a replica works on at once."""
+    max_queued_requests: Optional[int] = None
+    """Requests waiting for a replica; beyond it callers get 503 (never an endless queue)."""
+    num_cpus: float = 0.5
+    """Logical CPUs each replica reserves."""
+    runtime_env: Optional[dict[str, Any]] = None
+    """Ray runtime environment of the replicas (env_vars, pip, py_modules, ...), e.g. where a strategy plugin lives."""
+
+    def options(self) -> dict[str, Any]:
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.runtime_env:
+            actor["runtime_env"] = self.runtime_env
+        out: dict[str, Any] = {"ray_actor_options": actor}
+        for key in ("num_replicas", "autoscaling_config", "max_ongoing_requests", "max_queued_requests"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+class RecommenderArgs(BaseModel):
+    """Arguments of the recommender app (``args:`` of the Serve YAML, or ``bridgerec serve`` flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    """Bundle URI of the domain strategy: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/recommender or a directory."""
+    tracking_uri: Optional[str] = None
+    """MLflow tracking URI the URIs resolve against (default MLFLOW_TRACKING_URI)."""
+    default_strategy: str = "domain"
+    """Strategy of a request that names none."""
+    strategies: dict[str, str] = {}
+    """Extra strategies as name -> "module:attribute" (a Strategy object), registered in each ingress replica."""
+    llm_budget_s: Optional[float] = None
+    """Override every budgeted strategy's time budget (seconds) before it falls back to domain."""
+    max_k: int = 100
+    """Largest k a request may ask for."""
+    max_history: int = 200
+    """Longest item history a request may send."""
+    max_body_bytes: int = 65_536
+    """Larger request bodies get 413."""
+    auth_token: Optional[str] = None
+    """Bearer token every request (but /healthz and /readyz) must send; default the BRIDGEREC_SERVE_TOKEN
+    environment variable; None and unset: no auth. Never logged."""
+    cors_origins: list[str] = []
+    """Origins allowed by CORS; empty: CORS off."""
+    grounding: bool = True
+    """Deploy the Grounder (needs the bundle's grounding index)."""
+    batching: bool = True
+    """Search concurrent requests as one batch (@serve.batch) in the Retriever and Grounder."""
+    max_batch_size: int = 64
+    """Largest batch of one search."""
+    batch_wait_timeout_s: float = 0.002
+    """How long a batch waits to fill."""
+    retrieval: dict[str, Any] = {}
+    """Search-time retrieval settings (e.g. hnsw_ef_search, ivf_nprobe)."""
+    retriever: DeploymentOptions = DeploymentOptions(
+        autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+        max_ongoing_requests=32, max_queued_requests=128)
+    """Options of the Retriever deployment."""
+    grounder: DeploymentOptions = DeploymentOptions(num_replicas=1, max_ongoing_requests=16, max_queued_requests=64)
+    """Options of the Grounder deployment."""
+    ingress: DeploymentOptions = DeploymentOptions(num_replicas=1, max_ongoing_requests=128, max_queued_requests=256,
+                                                   num_cpus=0.5)
+    """Options of the Recommender (HTTP ingress) deployment."""
+
+
+# ----------------------------------------------------------------------------------- schemas
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: Optional[str] = Field(None, description="a user the model knows")
+    history: Optional[list[str]] = Field(None, description="item ids the user interacted with (for users the model does not know)")
+    k: int = Field(10, description="how many items")
+    strategy: Optional[str] = Field(None, description="serving strategy (default: the app's default_strategy)")
+    exclude_seen: bool = Field(True, description="leave out items the user is known to have interacted with")
+    exclude: list[str] = Field([], description="item ids never to return")
+
+
+class SimilarRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: str
+    k: int = 10
+
+
+class GroundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., description="free text: a generated title, a search query")
+    k: int = 10
+
+
+class Item(BaseModel):
+    rank: int
+    item_id: str
+    title: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    request_id: str
+    strategy: str
+    fallback: bool = False
+    fallback_reason: Optional[str] = None
+    model: dict[str, Optional[str]]
+    items: list[Item]
+
+
+def _unprocessable(detail: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=detail)
+
+
+# ----------------------------------------------------------------------------------- the app
+def _fastapi() -> FastAPI:
+    api = FastAPI(title="bridgerec recommender", version="1",
+                  description="LLM + domain-model recommendations: domain retrieval, text grounding and "
+                              "LLM strategies composed on Ray Serve.")
+
+    @api.middleware("http")
+    async def _guard(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = rid
+        ingress = request.app.state.ingress
+        if request.url.path not in _OPEN_PATHS and not ingress.authorized(request.headers.get("authorization")):
+            return JSONResponse({"detail": "missing or wrong bearer token", "request_id": rid}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > ingress.args.max_body_bytes:
+            return JSONResponse({"detail": f"request body of {length} bytes exceeds the limit of "
+                                 f"{ingress.args.max_body_bytes}", "request_id": rid}, status_code=413)
+        return await call_next(request)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        rid = getattr(request.state, "request_id", "")
+        return JSONResponse({"detail": exc.detail, "request_id": rid}, status_code=exc.status_code, headers=exc.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        rid = getattr(request.state, "request_id", "")
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return JSONResponse({"detail": reasons or "invalid request", "errors": jsonable_encoder(exc.errors()),
+                             "request_id": rid}, status_code=422)
+
+    return api
+
+
+class _Metrics:
+    """Request count, latency, fallbacks and 503s per strategy on Ray's metrics endpoint."""
+
+    def __init__(self):
+        from ray.util import metrics
+
+        self.requests = metrics.Counter("bridgerec_requests", "recommend requests answered", tag_keys=("strategy",))
+        self.fallbacks = metrics.Counter("bridgerec_fallbacks", "requests answered by the domain fallback",
+                                         tag_keys=("strategy",))
+        self.overload = metrics.Counter("bridgerec_overloaded", "requests refused with 503", tag_keys=("endpoint",))
+        self.latency = metrics.Histogram("bridgerec_latency_s", "recommend latency (s)",
+                                         boundaries=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+                                         tag_keys=("strategy",))
+
+    def observe(self, strategy: str, fallback: bool, seconds: float) -> None:
+        tags = {"strategy": strategy}
+        self.requests.inc(1, tags)
+        self.latency.observe(seconds, tags)
+        if fallback:
+            self.fallbacks.inc(1, tags)
+
+    def overloaded(self, endpoint: str) -> None:
+        self.overload.inc(1, {"endpoint": endpoint})
+
+
+api = _fastapi()
+
+
+@serve.deployment(name="Recommender")
+@serve.ingress(api)
+class Recommender:
+    def __init__(self, args: dict, bundle: dict, retriever: Any, grounder: Any = None):
+        from bridgerec.serving.bundle import load_catalog, open_bundle
+
+        # The registry object of the strategies module as imported in this replica: Serve ships this
+        # class by value, and a module-level object it names would arrive as a copy.
+        from bridgerec.serving import strategies as strategies_module
+
+        self.args = RecommenderArgs(**args)
+        self.strategies = strategies_module.STRATEGIES
+        for name, target in self.args.strategies.items():
+            if name not in self.strategies:
+                self.strategies.register_lazy(name, target)
+            self.strategies.get_plugin(name)  # import now: a bad path fails the deployment, not a request
+        self.strategies.validate(self.args.default_strategy)
+        root, version = open_bundle(bundle)
+        self.catalog = load_catalog(root, version)
+        token = self.args.auth_token or os.environ.get(TOKEN_ENV) or None
+        self._token = token.encode() if token else None
+        self.ctx = StrategyContext({"retriever": retriever, "grounder": grounder})
+        self._metrics = _Metrics()
+        api.state.ingress = self
+        if self.args.cors_origins:
+            from fastapi.middleware.cors import CORSMiddleware
+
+            api.add_middleware(CORSMiddleware, allow_origins=self.args.cors_origins, allow_methods=["GET", "POST"],
+                               allow_headers=["Authorization", "Content-Type"])
+
+    def authorized(self, header: Optional[str]) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, value = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token)
+
+    # -- endpoints -------------------------------------------------------------------------
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        status = {}
+        for name, handle in self.ctx.handles.items():
+            if handle is None:
+                continue
+            try:
+                status[name] = await handle.ping.remote()
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                status[name] = f"error: {type(exc).__name__}"
+        ready = all(v == "ok" for v in status.values())
+        return JSONResponse({"ready": ready, "deployments": status, "model": self.catalog.version.as_dict()},
+                            status_code=200 if ready else 503)
+
+    @api.post("/v1/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
+        strategy = body.strategy or self.args.default_strategy
+        if strategy not in self.strategies:
+            raise _unprocessable(self.strategies.unknown_message(strategy))
+        q = self._query(body)
+        t0 = time.perf_counter()
+        ranked = await self._call(run_strategy(strategy, self.ctx, q, self.args.llm_budget_s), strategy)
+        self._metrics.observe(strategy, ranked.fallback, time.perf_counter() - t0)
+        return self._response(request, ranked)
+
+    @api.post("/v1/similar-items", response_model=RecommendResponse)
+    async def similar_items(self, body: SimilarRequest, request: Request) -> RecommendResponse:
+        self._check_k(body.k)
+        iids, unknown = self.catalog.iids([body.item_id])
+        if unknown:
+            raise HTTPException(404, f"unknown item_id {body.item_id!r}")
+        ids, scores = await self._call(self.ctx.handle("retriever").item_vector_topk.remote(int(iids[0]), body.k), "similar")
+        return self._response(request, Ranked(ids, scores, "similar-items"))
+
+    @api.post("/v1/ground", response_model=RecommendResponse)
+    async def ground(self, body: GroundRequest, request: Request) -> RecommendResponse:
+        self._check_k(body.k)
+        if not body.text.strip():
+            raise _unprocessable("text is empty")
+        if len(body.text) > 2_000:
+            raise _unprocessable(f"text has {len(body.text)} characters; the limit is 2000")
+        if self.ctx.handles.get("grounder") is None:
+            raise HTTPException(404, "this app serves no grounding index (grounding: false)")
+        ids, scores = await self._call(self.ctx.handle("grounder").ground.remote(body.text, body.k), "ground")
+        return self._response(request, Ranked(ids, scores, "ground"))
+
+    @api.get("/v1/items/{item_id}")
+    async def item(self, item_id: str, request: Request) -> dict:
+        iids, unknown = self.catalog.iids([item_id])
+        if unknown:
+            raise HTTPException(404, f"unknown item_id {item_id!r}")
+        i = int(iids[0])
+        return {"request_id": request.state.request_id, "item_id": item_id, "title": str(self.catalog.titles[i]),
+                "popularity": int(self.catalog.popularity[i]), "model": self.catalog.version.as_dict()}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _check_k(self, k: int) -> None:
+        if not 1 <= k <= self.args.max_k:
+            raise _unprocessable(f"k must lie in [1, {self.args.max_k}], got {k}")
+
+    def _query(self, body: RecommendRequest) -> Query:
+        self._check_k(body.k)
+        excl, unknown = self.catalog.iids(body.exclude)
+        if unknown:
+            raise _unprocessable(f"exclude holds unknown item ids: {unknown[:10]}")
+        uid = self.catalog.uid(body.user_id) if body.user_id is not None else None
+        if body.history is not None:
+            if not body.history:
+                raise _unprocessable("history is empty; send at least one item id (or a known user_id)")
+            if len(body.history) > self.args.max_history:
+                raise _unprocessable(f"history has {len(body.history)} items; the limit is {self.args.max_history}")
+            hist, unknown = self.catalog.iids(body.history)
+            if unknown:
+                raise _unprocessable(f"history holds unknown item ids: {unknown[:10]}")
+        else:
+            hist = []
+        if uid is None and not len(hist):
+            if body.user_id is None:
+                raise _unprocessable("send a user_id or a history of item ids")
+            raise HTTPException(404, f"unknown user_id {body.user_id!r} and no history to describe them")
+        exclude = list(excl)
+        if uid is not None and body.exclude_seen:
+            exclude += self.catalog.seen(uid).tolist()
+        if uid is not None and len(hist):  # a known user with extra recent items: the model's user vector, all excluded
+            exclude += list(hist)
+            hist_for_vector: list[int] = []
+        else:
+            hist_for_vector = [int(i) for i in hist]
+        return Query(uid=uid, history=hist_for_vector, k=body.k, exclude=[int(i) for i in exclude])
+
+    async def _call(self, awaitable: Any, what: str) -> Any:
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            return await awaitable
+        except BackPressureError:
+            self._metrics.overloaded(what)
+            raise HTTPException(503, "the recommender is overloaded; retry shortly", headers={"Retry-After": "1"})
+
+    def _response(self, request: Request, ranked: Ranked) -> RecommendResponse:
+        items = [Item(rank=r, item_id=str(self.catalog.item_ids[i]), title=str(self.catalog.titles[i]), score=float(s))
+                 for r, (i, s) in enumerate(zip(ranked.iids, ranked.scores), 1)]
+        return RecommendResponse(request_id=request.state.request_id, strategy=ranked.strategy, fallback=ranked.fallback,
+                                 fallback_reason=ranked.reason, model=self.catalog.version.as_dict(), items=items)
+
+
+def build_app(args: RecommenderArgs | dict) -> Any:
+    """The Serve application for ``args`` (a RecommenderArgs or its dict, as ``serve run`` passes it)."""
+    args = args if isinstance(args, RecommenderArgs) else RecommenderArgs(**args)
+    batching = {"enabled": args.batching, "max_batch_size": args.max_batch_size,
+                "batch_wait_timeout_s": args.batch_wait_timeout_s}
+    from bridgerec.serving.bundle import pin_bundle
+
+    bundle = pin_bundle(args.model, args.tracking_uri)
+    common = (bundle, batching, args.retrieval)
+    retriever = Retriever.options(**args.retriever.options()).bind(*common)
+    grounder = Grounder.options(**args.grounder.options()).bind(*common) if args.grounding else None
+    return Recommender.options(**args.ingress.options()).bind(args.model_dump(), bundle, retriever, grounder)
