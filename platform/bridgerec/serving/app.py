@@ -57,6 +57,8 @@ class DeploymentOptions(BaseModel):
     """Requests waiting for a replica; beyond it callers get 503 (never an endless queue)."""
     num_cpus: float = 0.5
     """Logical CPUs each replica reserves."""
+    retry_after_s: float = 1.0
+    """Retry-After (seconds) of the 503 a caller gets when this deployment's queue is full."""
     runtime_env: Optional[dict[str, Any]] = None
     """Ray runtime environment of the replicas (env_vars, pip, py_modules, ...), e.g. where a strategy plugin lives."""
 
@@ -64,7 +66,8 @@ class DeploymentOptions(BaseModel):
         actor: dict[str, Any] = {"num_cpus": self.num_cpus}
         if self.runtime_env:
             actor["runtime_env"] = self.runtime_env
-        out: dict[str, Any] = {"ray_actor_options": actor}
+        out: dict[str, Any] = {"ray_actor_options": actor,
+                               "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s}}
         for key in ("num_replicas", "autoscaling_config", "max_ongoing_requests", "max_queued_requests"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -359,9 +362,10 @@ class Recommender:
 
         try:
             return await awaitable
-        except BackPressureError:
+        except BackPressureError as exc:
             self._metrics.overloaded(what)
-            raise HTTPException(503, "the recommender is overloaded; retry shortly", headers={"Retry-After": "1"})
+            retry = max(1, int(round(getattr(exc, "retry_after_s", None) or 1)))
+            raise HTTPException(503, "the recommender is overloaded; retry shortly", headers={"Retry-After": str(retry)})
 
     def _response(self, request: Request, ranked: Ranked) -> RecommendResponse:
         items = [Item(rank=r, item_id=str(self.catalog.item_ids[i]), title=str(self.catalog.titles[i]), score=float(s))
