@@ -45,10 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridgerec", description="LLM + domain-model recommenders on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("quickstart", help="prepare the synthetic dataset, train MF (BPR) on 2 Ray Train workers, evaluate, log to MLflow",
+    p = sub.add_parser("quickstart", help="prepare the synthetic dataset, train MF (BPR) on 2 Ray Train workers, evaluate, log to MLflow, serve",
                        description="The newcomer's end-to-end run on the embedded synthetic data. Starts a local Ray "
-                       "unless RAY_ADDRESS is set; prints a results table and the MLflow run id.")
+                       "unless RAY_ADDRESS is set; prints a results table and the MLflow run id, then serves the "
+                       "model with Ray Serve, sends one POST /v1/recommend and prints the answer and the curl to repeat it.")
     _add_config_args(p, "the packaged quickstart.yaml: MF on the small synthetic world")
+    p.add_argument("--serve", action="store_true", help="keep the Serve app up after the demo request, until Ctrl-C")
+    p.add_argument("--no-serve", action="store_true", help="stop after training: no Serve app, no demo request")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port of the Serve app (default 8000; a free one if busy)")
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     p = data.add_parser("prepare", help="read, validate, filter and split a source into a dataset directory",
@@ -186,7 +190,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or default, args.overrides)
     _start(args, cfg.work_dir)
     if args.command == "quickstart":
-        workflows.quickstart(cfg)
+        workflows.quickstart(cfg, serve=not args.no_serve, keep_serving=args.serve, port=args.port)
     elif args.command == "train":
         workflows.print_summary(cfg, workflows.train_and_log(cfg), "train")
     elif args.command == "data":

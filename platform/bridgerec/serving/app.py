@@ -9,6 +9,9 @@ also in its ``X-Request-ID`` response header, or the caller's ``X-Request-ID``):
     POST /v1/similar-items   {item_id, k}
     POST /v1/ground          {text, k}
     GET  /v1/items/{item_id}
+    GET  /v1/users/{user_id} the user's known items (what is excluded as seen)
+    GET  /v1/strategies      the registered strategies and the default
+    GET  /                   a page for people: a user's history and each strategy's list side by side
     GET  /healthz            the ingress is up
     GET  /readyz             every deployment answers
     GET  /docs               OpenAPI (Swagger UI); /openapi.json the schema
@@ -30,7 +33,7 @@ from typing import Any, Optional
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
@@ -40,7 +43,7 @@ from bridgerec.serving.strategies import Query, Ranked, StrategyContext, run_str
 __all__ = ["RecommenderArgs", "DeploymentOptions", "build_app", "TOKEN_ENV"]
 
 TOKEN_ENV = "BRIDGEREC_SERVE_TOKEN"
-_OPEN_PATHS = ("/healthz", "/readyz")
+_OPEN_PATHS = ("/", "/healthz", "/readyz")  # the page itself is static; its API calls carry the token
 
 
 class DeploymentOptions(BaseModel):
@@ -312,6 +315,27 @@ class Recommender:
             raise HTTPException(404, "this app serves no grounding index (grounding: false)")
         ids, scores = await self._call(self.ctx.handle("grounder").ground.remote(body.text, body.k), "ground")
         return self._response(request, Ranked(ids, scores, "ground"))
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        from bridgerec.serving.page import PAGE
+
+        return HTMLResponse(PAGE)
+
+    @api.get("/v1/strategies")
+    async def strategies_list(self, request: Request) -> dict:
+        return {"request_id": request.state.request_id, "default": self.args.default_strategy,
+                "strategies": self.strategies.names()}
+
+    @api.get("/v1/users/{user_id}")
+    async def user(self, user_id: str, request: Request, limit: int = 50) -> dict:
+        uid = self.catalog.uid(user_id)
+        if uid is None:
+            raise HTTPException(404, f"unknown user_id {user_id!r}")
+        seen = self.catalog.seen(uid)
+        return {"request_id": request.state.request_id, "user_id": user_id, "n_known": int(len(seen)),
+                "history": [{"item_id": str(self.catalog.item_ids[i]), "title": str(self.catalog.titles[i])}
+                            for i in seen[: max(0, min(limit, 500))]]}
 
     @api.get("/v1/items/{item_id}")
     async def item(self, item_id: str, request: Request) -> dict:

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 from bridgerec import console
 from bridgerec.console import say
 
-__all__ = ["start_app", "curl_example", "build_run_index", "batch_recommend", "APP_NAME"]
+__all__ = ["start_app", "curl_example", "build_run_index", "batch_recommend", "serve_and_query", "free_port_from", "APP_NAME"]
 
 APP_NAME = "recommender"
 
@@ -36,12 +36,61 @@ def start_app(args: Any, host: str = "127.0.0.1", port: int = 8000, name: str = 
     args = args if isinstance(args, RecommenderArgs) else RecommenderArgs(**args)
     init_ray()
     serve.start(http_options={"host": host, "port": port})
+    console.quiet_libraries()  # Serve configures its loggers on start
     t0 = time.time()
     log(f"[serve] deploying {args.model} as app {name!r} (Retriever, {'Grounder, ' if args.grounding else ''}Recommender)")
     serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
+    console.quiet_libraries()
     url = f"http://{host}:{port}"
     log(f"[serve] ready at {url} in {time.time() - t0:.1f} s (OpenAPI at {url}/docs)")
     return url
+
+
+def free_port_from(host: str, port: int) -> int:
+    """``port`` when nothing listens on it, else a free one (the quickstart must not fail on a busy 8000)."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return port
+        except OSError:
+            sock.bind((host, 0))
+            return sock.getsockname()[1]
+
+
+def serve_and_query(model_uri: str, tracking_uri: str, user_id: str, port: int = 8000, k: int = 5,
+                    keep: bool = False, log=say) -> str:
+    """The quickstart's last step: serve ``model_uri``, send one real ``POST /v1/recommend`` for
+    ``user_id`` and return the printable block (response table and the curl to repeat it). Unless
+    ``keep``, the app is shut down before returning."""
+    import httpx
+    from ray import serve
+
+    from bridgerec.serving.app import DeploymentOptions, RecommenderArgs
+
+    host = "127.0.0.1"
+    chosen = free_port_from(host, port)
+    if chosen != port:
+        log(f"[serve] port {port} is busy; using {chosen}")
+    small = DeploymentOptions(num_replicas=1, num_cpus=0.25)
+    args = RecommenderArgs(model=model_uri, tracking_uri=tracking_uri, retriever=small, grounder=small, ingress=small)
+    url = start_app(args, host=host, port=chosen, log=log)
+    body = {"user_id": user_id, "k": k}
+    try:
+        r = httpx.post(f"{url}/v1/recommend", json=body, timeout=60)
+        r.raise_for_status()
+        answer = r.json()
+    finally:
+        if not keep:
+            serve.shutdown()
+    rows = [f"{'rank':>4}  {'item_id':<14} {'score':>8}  title"]
+    rows += [f"{i['rank']:>4}  {i['item_id']:<14} {i['score']:>8.4f}  {i['title']}" for i in answer["items"]]
+    m = answer["model"]
+    version = f"{m['name']} v{m['version']}" if m.get("name") else m["uri"]
+    return "\n".join([f"served: POST {url}/v1/recommend {json.dumps(body)} -> {len(answer['items'])} items "
+                      f"(strategy {answer['strategy']}, model {version})", *rows,
+                      f"repeat it: {curl_example(url, user_id, k)}"])
 
 
 def curl_example(url: str, user_id: str, k: int = 5, token: Optional[str] = None) -> str:
@@ -128,7 +177,10 @@ def batch_recommend(model_uri: str, out: str, tracking_uri: Optional[str] = None
         uids = [catalog.uid(u) for u in users]
         unknown = [u for u, v in zip(users, uids) if v is None]
         if unknown:
-            raise ValueError(f"unknown user ids: {unknown[:10]}" + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""))
+            from bridgerec.config import ConfigError
+
+            raise ConfigError(f"users: unknown user ids: {unknown[:10]}"
+                              + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "") + f" (the model knows {catalog.n_users})")
         table = pd.DataFrame({"user_id": list(users), "uid": uids})
     init_ray()
     t0 = time.time()

@@ -29,6 +29,7 @@ class RunSummary:
     dataset: DatasetDir
     seconds: float
     checkpoint_dir: str
+    model_uri: str | None = None  # the logged recommender (models:/NAME/VERSION when registered)
 
 
 def train_and_log(cfg: Config, log=say) -> RunSummary:
@@ -64,17 +65,35 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
         if cfg.tracking.registered_model:
             log(f"[mlflow] registered models:/{cfg.tracking.registered_model}"
                 + (f"@{cfg.tracking.alias}" if cfg.tracking.alias else f"/{info.registered_model_version}"))
-        return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir)
+        model_uri = (f"models:/{cfg.tracking.registered_model}/{info.registered_model_version}"
+                     if cfg.tracking.registered_model and info.registered_model_version else info.model_uri)
+        return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir, model_uri)
 
 
-def quickstart(cfg: Config, log=say) -> RunSummary:
-    """The newcomer's job: synthetic data -> MF (BPR) on 2 Ray Train workers -> table + MLflow."""
+def quickstart(cfg: Config, log=say, serve: bool = True, keep_serving: bool = False, port: int = 8000) -> RunSummary:
+    """The newcomer's job: synthetic data -> MF (BPR) on 2 Ray Train workers -> table + MLflow,
+    then the model served with Ray Serve and queried once over HTTP (``serve``); ``keep_serving``
+    leaves the app up until Ctrl-C."""
     s = train_and_log(cfg, log=log)
-    print_summary(cfg, s, "quickstart")
+    served = None
+    if serve and s.model_uri:
+        from bridgerec.workflows.serve import serve_and_query
+
+        user = str(s.dataset.users()["user_id"].iloc[0])
+        served = serve_and_query(s.model_uri, s.tracking_uri, user, port=port, keep=keep_serving, log=log)
+    elif serve:
+        log("[serve] skipped: tracking is off, so there is no logged model to serve")
+    print_summary(cfg, s, "quickstart", served)
+    if keep_serving and served:
+        import time as _time
+
+        log("[serve] serving until Ctrl-C (the page for people is at the served URL's /)")
+        while True:
+            _time.sleep(3600)
     return s
 
 
-def print_summary(cfg: Config, s: RunSummary, command: str) -> None:
+def print_summary(cfg: Config, s: RunSummary, command: str, served: str | None = None) -> None:
     """The results block of ``bridgerec train`` / ``quickstart``: the dataset, model vs
     popularity on test (overall and per slice), time, MLflow run, UI command, log file."""
     c = s.dataset.manifest["counts"]
@@ -82,4 +101,6 @@ def print_summary(cfg: Config, s: RunSummary, command: str) -> None:
              f"{c['interactions']} interactions; split {cfg.data.split.describe()})")
     footer = run_footer(s.run_id, cfg.tracking.experiment, ui_command(s.tracking_uri) if s.run_id else None,
                         s.seconds, console.log_path())
+    if served:
+        footer = [*served.split("\n"), "", *footer]
     console.result(results_block(title, s.baseline, cfg.model.name, s.test, cfg.eval.ks, footer))
