@@ -3,6 +3,6 @@
 setup:
 	bash scripts/setup-env.sh
 quickstart:
-	bash scripts/quickstart.sh
+	bash scripts/quickstart.sh $(ARGS)
 test:
 	bash scripts/test.sh

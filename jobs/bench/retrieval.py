@@ -125,7 +125,10 @@ def main() -> None:
             t0 = time.perf_counter()
             rows += run_one(n, d, args)
             print(f"[bench] {n:,} items x {d}: {time.perf_counter() - t0:.0f} s", flush=True)
+            with open(args.out + ".partial", "w") as fh:  # what is measured survives an interrupted run
+                fh.write(report(rows, args))
     write_report(report(rows, args), args.out)
+    os.remove(args.out + ".partial")
 
 
 if __name__ == "__main__":

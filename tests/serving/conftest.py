@@ -22,7 +22,7 @@ TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def retriever_autoscaling() -> dict:
     """Scale up fast under load and back down soon after it stops (the autoscaling test)."""
-    return {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 1,
+    return {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
             "downscale_delay_s": 4, "metrics_interval_s": 0.5, "look_back_period_s": 2}
 
 

@@ -95,7 +95,7 @@ def test_retriever_autoscales_and_survives_a_killed_replica(served):
     load = threading.Thread(target=_drive, args=(served, stop, codes), daemon=True)
     load.start()
     try:
-        _wait(lambda: _running("Retriever") == 2, 90, "scaling the Retriever up to 2 replicas")
+        _wait(lambda: _running("Retriever") == 2, 150, "scaling the Retriever up to 2 replicas")
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["name"].startswith("SERVE_REPLICA::recommender#Retriever#")]
         assert len(names) == 2
