@@ -53,7 +53,7 @@ def free_port_from(host: str, port: int) -> int:
     with socket.socket() as sock:
         try:
             sock.bind((host, port))
-            return port
+            return sock.getsockname()[1]  # port 0 asks for any free one
         except OSError:
             sock.bind((host, 0))
             return sock.getsockname()[1]
