@@ -27,6 +27,8 @@ __all__ = ["Catalog", "ModelVersion", "resolve_model", "bundle_dir", "pin_bundle
            "load_vectors"]
 
 _FILES = ("user_embeddings.npy", "item_embeddings.npy", "user_ids.parquet", "item_ids.parquet", "seen.npz")
+HISTORY_FILE = "histories.npz"
+"""Time-ordered known items per user (optional: bundles logged before it existed lack it)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,8 @@ class Catalog:
     seen_indices: np.ndarray
     popularity: np.ndarray  # (I,) known-user count
     meta: dict = field(default_factory=dict)
+    history_indptr: Optional[np.ndarray] = None  # (U+1,) time-ordered known items (histories.npz), if logged
+    history_items: Optional[np.ndarray] = None
     _uid: Optional[pd.Series] = None
     _iid: Optional[pd.Series] = None
 
@@ -199,6 +203,15 @@ class Catalog:
     def seen(self, uid: int) -> np.ndarray:
         return self.seen_indices[self.seen_indptr[uid] : self.seen_indptr[uid + 1]]
 
+    def history(self, uid: int, last: Optional[int] = None) -> np.ndarray:
+        """The user's known items, oldest first (the ``last`` most recent ones when given). A bundle
+        logged before ``histories.npz`` existed has no order: its seen items (by id) stand in."""
+        if self.history_indptr is None:
+            row = self.seen(uid)
+        else:
+            row = self.history_items[self.history_indptr[uid] : self.history_indptr[uid + 1]]
+        return row if last is None else row[max(0, len(row) - int(last)):]
+
     @property
     def has_grounding(self) -> bool:
         return "grounding" in self.meta
@@ -214,10 +227,14 @@ def load_catalog(root: str, version: ModelVersion) -> Catalog:
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
     if "grounding" in meta and not os.path.exists(os.path.join(root, GROUNDING_INDEX)):
         meta.pop("grounding")
+    hist_path = os.path.join(root, HISTORY_FILE)
+    hist = np.load(hist_path) if os.path.exists(hist_path) else None
     return Catalog(root=root, version=version, user_ids=users["user_id"].astype(str).to_numpy(), item_ids=item_ids,
                    titles=items["title"].astype(str).to_numpy() if "title" in items else item_ids,
                    seen_indptr=indptr, seen_indices=indices,
-                   popularity=np.bincount(indices, minlength=len(item_ids)).astype(np.int64), meta=meta)
+                   popularity=np.bincount(indices, minlength=len(item_ids)).astype(np.int64), meta=meta,
+                   history_indptr=None if hist is None else hist["indptr"].astype(np.int64),
+                   history_items=None if hist is None else hist["items"].astype(np.int64))
 
 
 def load_vectors(root: str) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,9 @@ Artifacts of the logged model (``artifacts/`` inside the MLflow model)::
     item_ids.parquet      iid, item_id (original id), title
     seen.npz              CSR (indptr (U+1,), indices) of each user's known items — every
                           interaction in the train, valid and test splits — sorted
+    histories.npz         CSR (indptr (U+1,), items) of the same interactions in time order
+                          (what LLM strategies prompt with and sequence models condition on);
+                          not read by the pyfunc itself
 
 Prediction: input DataFrame with ``user_id`` (str, original id) and optional ``k`` (int, per row;
 default ``model_config["k"]``); output DataFrame ``user_id, rank (1..k), item_id, title, score``,
@@ -56,6 +59,7 @@ ARTIFACT_FILES = {
     "user_ids": "user_ids.parquet",
     "item_ids": "item_ids.parquet",
     "seen": "seen.npz",
+    "histories": "histories.npz",
 }
 """Artifact key (``context.artifacts``) -> file name."""
 
@@ -243,15 +247,14 @@ def log_pyfunc_model(
         raise ValueError(f"k must be >= 1; got {k}")
     if mlflow.active_run() is None:
         raise RuntimeError("log_pyfunc_model needs an active MLflow run (use it inside tracking.mlflow_run)")
-    import functools
-
     import yaml
 
     from bridgerec.models import SERVING_HISTORY, conditioned_on, histories_for
 
     d = tempfile.mkdtemp(prefix="bridgerec-pyfunc-")
     try:
-        with conditioned_on(model, functools.partial(histories_for, data, SERVING_HISTORY)):
+        histories = histories_for(data, SERVING_HISTORY)  # (indptr (U+1,), items) in time order
+        with conditioned_on(model, histories):
             users_emb, items_emb = model.export_embeddings()
         paths = {key: os.path.join(d, fname) for key, fname in ARTIFACT_FILES.items()}
         np.save(paths["user_embeddings"], users_emb.float().numpy())
@@ -262,6 +265,7 @@ def log_pyfunc_model(
         items.to_parquet(paths["item_ids"], index=False)
         indptr, indices = seen_csr(*known_pairs(data), n_users=data.n_users)
         np.savez(paths["seen"], indptr=indptr, indices=indices)
+        np.savez(paths["histories"], indptr=histories[0], items=histories[1])
         paths.update(_serving_indexes(os.path.join(d, "serving"), items_emb.float().numpy(), items["title"].astype(str).tolist(), cfg))
         if cfg is not None:
             paths["config"] = os.path.join(d, "config.yaml")
