@@ -1,5 +1,5 @@
 """SASRec: history/sequence builders on hand-made rows, causal masking, both losses,
-user embeddings from the history tail, and score consistency."""
+user embeddings from the history tail, unseen item lists encoded the same way, and score consistency."""
 
 from __future__ import annotations
 
@@ -105,6 +105,22 @@ def test_user_embeddings_use_history_tail():
     assert model.user_embeddings() is emb  # cached in eval mode
     model.train()
     torch.testing.assert_close(model.user_embeddings(), emb)  # deterministic (no dropout) in train mode too
+
+
+def test_embed_histories_encodes_lists_like_stored_histories():
+    """Item lists (oldest first) are encoded as a stored history is: the last max_seq_len items,
+    no dropout, in train mode too; the order matters; ids outside the catalog are an error."""
+    model = _model(dropout=0.2).eval()
+    lists = [[7, 1, 2, 3], [], [4, 0]]  # the stored histories of u0, u1, u2
+    torch.testing.assert_close(model.embed_histories(lists), model.user_embeddings())
+    with torch.no_grad():
+        tail = model.encode(torch.tensor([[3, 4, 6, 1]]), stochastic=False)[:, -1]  # 5, 2, 3, 5, 0 -> last 4
+    model.train()
+    torch.testing.assert_close(model.embed_histories([np.array([5, 2, 3, 5, 0])]), tail)
+    assert not torch.allclose(model.embed_histories([[0, 5]]), model.embed_histories([[5, 0]]))
+    assert model.embed_histories([]).shape == (0, 16)
+    with pytest.raises(ValueError, match="item ids"):
+        model.embed_histories([[N_ITEMS]])
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -34,13 +34,18 @@ class DomainModel(nn.Module, abc.ABC):
     implements :attr:`histories` and :meth:`set_histories`, so that the caller decides what is
     known history at each stage: the training items for training and validation, train +
     validation events at test time, every known event for serving
-    (:func:`bridgerec.models.histories.histories_for`, ``conditioned_on``). Other models keep
-    the defaults: no histories, and ``set_histories`` does nothing.
+    (:func:`bridgerec.models.histories.histories_for`, ``conditioned_on``), and
+    :meth:`embed_histories` for users it does not know. Other models keep the defaults: no
+    histories, ``set_histories`` does nothing, ``embed_histories`` raises.
     """
 
     dim: int
     n_users: int
     n_items: int
+    built_with = None
+    """The ``model`` section (:class:`~bridgerec.models.config.ModelConfig`) this model was built
+    from, set by :func:`~bridgerec.models.registry.build_model` (None when built directly); with
+    the weights it rebuilds the model without the dataset (:mod:`bridgerec.models.snapshot`)."""
     stream_columns: ClassVar[tuple[str, ...]] = ()
     """Columns this model needs in each event of the training stream besides ``uid`` and ``iid``.
     The trainer derives the ones it knows (:data:`STREAM_COLUMNS`) and passes them to
@@ -64,6 +69,13 @@ class DomainModel(nn.Module, abc.ABC):
     def set_histories(self, histories: tuple[np.ndarray, np.ndarray]) -> None:
         """Condition on ``histories`` (CSR as in :attr:`histories`) from now on; drops whatever
         was cached from the old ones. The default, for models without histories, ignores it."""
+
+    def embed_histories(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(B, d) representations of users this model does not know, each from a list of item ids
+        in time order (oldest first), computed as :meth:`user_embeddings` computes a known user's
+        from its stored history (serving calls it for requests that carry only a history).
+        Models that condition on histories implement it; the default raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no forward pass over a history")
 
     def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
         """Extra entries of a training batch, from one batch of the training stream (``uid``,

@@ -51,8 +51,10 @@ def model_names() -> list[str]:
 
 def build_model(cfg: ModelConfig, n_users: int, n_items: int, **data: object):
     """Instantiate ``cfg.name`` with the dataset sizes; ``data`` carries extras a model may need
-    (e.g. ``train_pairs`` for graph models)."""
-    return model_class(cfg.name)(cfg, n_users, n_items, **data)
+    (e.g. ``train_pairs`` for graph models). The model keeps ``cfg`` as its ``built_with``."""
+    model = model_class(cfg.name)(cfg, n_users, n_items, **data)
+    model.built_with = cfg
+    return model
 
 
 def build_model_for_dataset(cfg: ModelConfig, data):

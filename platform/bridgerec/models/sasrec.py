@@ -22,6 +22,8 @@ stored history is the training items the model was built with; at test time the 
 replaces it with train + validation events, and for serving with every known event (see
 :func:`bridgerec.models.histories.histories_for` and ``conditioned_on``). ``item_embeddings()`` is ``M[1:]``. The tables are direct
 parameters of the module so that DeepSpeed ZeRO-3 gathers them in this module's forward.
+``embed_histories(lists)`` encodes item lists the model has not stored (a user unknown to the
+model, as serving sees one) the same way: the last ``L`` items of each list, no dropout.
 
 ``histories_from_frame`` and ``build_sequences`` turn interaction rows into the CSR of
 histories and the left-padded input sequences the training loop feeds as ``seq``.
@@ -198,11 +200,29 @@ class SASRec(DomainModel):
     def _encode_users(self, uids) -> torch.Tensor:
         """(B, d) deterministic last-position states for ``uids``, in batches of users."""
         uids = np.asarray(uids.cpu() if torch.is_tensor(uids) else uids, dtype=np.int64)
-        parts = [
-            self.encode(self.user_sequences(uids[s : s + _USER_BATCH]), stochastic=False)[:, -1]  # (b, d)
-            for s in range(0, len(uids), _USER_BATCH)
-        ]
+        return self._encode_tails((self._indptr, self._items), uids)
+
+    def _encode_tails(self, histories, rows: np.ndarray) -> torch.Tensor:
+        """(B, d) deterministic last-position states of the whole histories of ``rows`` (each
+        cut to its last ``max_seq_len`` items by :func:`build_sequences`), in batches."""
+        indptr = histories[0]
+        parts = []
+        for s in range(0, len(rows), _USER_BATCH):
+            r = rows[s : s + _USER_BATCH]
+            seq = build_sequences(histories, r, indptr[r + 1] - indptr[r], self.max_len)  # (b, L)
+            parts.append(self.encode(seq.to(self.item_table.device), stochastic=False)[:, -1])  # (b, d)
         return torch.cat(parts) if parts else self.item_table.new_zeros(0, self.dim)
+
+    def embed_histories(self, histories) -> torch.Tensor:
+        """(B, d): each time-ordered item list (oldest first) encoded as :meth:`user_embeddings`
+        encodes a known user's stored history — its last ``max_seq_len`` items, no dropout."""
+        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        items = np.concatenate([np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]) if len(lengths) else np.zeros(0, np.int64)
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise ValueError(f"histories: item ids must lie in 0..{self.n_items - 1}")
+        return self._encode_tails((indptr, items), np.arange(len(lengths), dtype=np.int64))
 
     def _param_key(self) -> tuple:
         return tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters())
