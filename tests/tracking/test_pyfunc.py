@@ -1,6 +1,7 @@
 """The registered pyfunc recommender: logged from an MF model, loaded by registry URI (version and
 alias), equal to a numpy top-k reference, never returning a user's known (train, valid or test)
-item, and loadable in a separate plain Python process; a SASRec one serves full-history embeddings."""
+item, and loadable in a separate plain Python process; a SASRec one serves full-history embeddings
+and carries its weights for serving history-only users (MF does not)."""
 
 from __future__ import annotations
 
@@ -78,12 +79,16 @@ def _assert_matches(out: pd.DataFrame, ref: pd.DataFrame) -> None:
     np.testing.assert_allclose(out["score"].to_numpy(), ref["score"].to_numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_registered_and_aliased(logged):
+def test_registered_and_aliased(logged, tmp_path):
     info = logged["info"]
     assert info.registered_model_version == 1
     client = mlflow.MlflowClient(logged["uri"])
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     assert client.get_model_version(NAME, "1").run_id == logged["run_id"]
+    local = mlflow.artifacts.download_artifacts(info.model_uri, tracking_uri=logged["uri"], dst_path=str(tmp_path))
+    desc = json.load(open(os.path.join(local, "artifacts", "domain_model.json")))
+    assert (desc["model"]["name"], desc["conditions_on_history"], desc["weights"]) == ("mf", False, None)
+    assert not os.path.exists(os.path.join(local, "artifacts", "domain_model.pt"))  # MF: the mean serves unknown users
 
 
 def test_predict_equals_numpy_reference(logged, loaded):
@@ -213,8 +218,12 @@ def test_sasrec_serves_full_history_embeddings(tiny_dataset, tiny_config, tmp_pa
     mlflow.set_experiment("pyfunc-sasrec")
     with mlflow.start_run():
         info = log_pyfunc_model(model, data, tiny_config, k=K)
-    served = np.load(os.path.join(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")),
-                                  "artifacts", "user_embeddings.npy"))
+    artifacts = os.path.join(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")), "artifacts")
+    served = np.load(os.path.join(artifacts, "user_embeddings.npy"))
+    # its weights and its own config (not cfg.model, which is MF here) for serving history-only users
+    desc = json.load(open(os.path.join(artifacts, "domain_model.json")))
+    assert (desc["model"]["name"], desc["model"]["max_seq_len"], desc["weights"]) == ("sasrec", 5, "domain_model.pt")
+    assert set(torch.load(os.path.join(artifacts, "domain_model.pt"), weights_only=True)) == set(model.state_dict())
     full = histories_for(data, SERVING_HISTORY)
     indptr, items = full
     tu, ti = data.pairs("test")

@@ -19,6 +19,9 @@ Artifacts of the logged model (``artifacts/`` inside the MLflow model)::
     histories.npz         CSR (indptr (U+1,), items) of the same interactions in time order
                           (what LLM strategies prompt with and sequence models condition on);
                           not read by the pyfunc itself
+    domain_model.json     the domain model's config and sizes (:mod:`bridgerec.models.snapshot`)
+    domain_model.pt       a sequence model's weights, so serving can encode a history it is sent
+                          (optional; torch; not read by the pyfunc itself)
 
 Prediction: input DataFrame with ``user_id`` (str, original id) and optional ``k`` (int, per row;
 default ``model_config["k"]``); output DataFrame ``user_id, rank (1..k), item_id, title, score``,
@@ -239,7 +242,8 @@ def log_pyfunc_model(
     ``ModelInfo`` (``model_uri`` is ``models:/<model_id>``; ``registered_model_version`` is set
     when registered). ``cfg`` is stored (as ``config.yaml`` beside the artifacts) when given.
     The embeddings and the excluded ("seen") items come from every known interaction of each
-    user (train, valid and test).
+    user (train, valid and test). A domain model that conditions on histories also leaves its
+    weights, for serving users known only by a history (:func:`~bridgerec.models.snapshot.save_domain_model`).
     """
     if unknown_user not in UNKNOWN_USER_POLICIES:
         raise ValueError(f"unknown_user={unknown_user!r}; expected one of {UNKNOWN_USER_POLICIES}")
@@ -250,6 +254,7 @@ def log_pyfunc_model(
     import yaml
 
     from bridgerec.models import SERVING_HISTORY, conditioned_on, histories_for
+    from bridgerec.models.snapshot import save_domain_model
 
     d = tempfile.mkdtemp(prefix="bridgerec-pyfunc-")
     try:
@@ -266,6 +271,7 @@ def log_pyfunc_model(
         indptr, indices = seen_csr(*known_pairs(data), n_users=data.n_users)
         np.savez(paths["seen"], indptr=indptr, indices=indices)
         np.savez(paths["histories"], indptr=histories[0], items=histories[1])
+        paths.update(save_domain_model(d, model, users_emb.float().numpy(), histories, cfg.model if cfg else None))
         paths.update(_serving_indexes(os.path.join(d, "serving"), items_emb.float().numpy(), items["title"].astype(str).tolist(), cfg))
         if cfg is not None:
             paths["config"] = os.path.join(d, "config.yaml")
