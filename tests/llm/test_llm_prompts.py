@@ -70,3 +70,14 @@ def test_training_and_serving_render_identical_token_ids(request, engine_fixture
         train_ids = P.encode_example(tokenizer, p.text, target)["input_ids"]
         assert g.prompt_token_ids == train_ids[: len(g.prompt_token_ids)]
         assert len(train_ids) > len(g.prompt_token_ids)
+
+
+@pytest.mark.parametrize("generated, title", [
+    (P.next_item_target(TARGET), TARGET.title),  # the trained target reads back as the title
+    (P.next_item_target(TARGET).lstrip(" "), TARGET.title),  # after a chat generation prompt
+    ('"Half a title', "Half a title"),  # cut off by max_tokens before the closing quote
+    ('\n\n  plain words\n"second line"', "plain words"),  # first non-empty line, unquoted
+    ("   \n", ""),
+])
+def test_parse_next_item_inverts_the_target(generated, title):
+    assert P.parse_next_item(generated) == title

@@ -39,6 +39,7 @@ __all__ = [
     "item_profile_prompt",
     "next_item_prompt",
     "next_item_target",
+    "parse_next_item",
     "ranking_prompt",
     "pair_preference_prompt",
     "PAIR_CHOICES",
@@ -261,6 +262,17 @@ def next_item_prompt(history: Sequence[ItemView], *, version: str = "v1") -> Pro
 def next_item_target(item: ItemView) -> str:
     """BIGRec target: the quoted title after one space (the prompt ends in ':')."""
     return f" {_quoted(item)}"
+
+
+def parse_next_item(text: str) -> str:
+    """The title in a generated next-item answer (the inverse of :func:`next_item_target`): the
+    first non-empty line, without the quotes around it; a title cut off before its closing
+    quote is kept as far as it goes."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    if line.startswith('"'):
+        end = line.find('"', 1)
+        line = line[1:end] if end > 0 else line[1:]
+    return line.strip()
 
 
 def ranking_prompt(history: Sequence[ItemView], candidates: Sequence[ItemView], *,

@@ -9,8 +9,8 @@ also in its ``X-Request-ID`` response header, or the caller's ``X-Request-ID``):
     POST /v1/similar-items   {item_id, k}
     POST /v1/ground          {text, k}
     GET  /v1/items/{item_id}
-    GET  /v1/users/{user_id} the user's known items (what is excluded as seen)
-    GET  /v1/strategies      the registered strategies and the default
+    GET  /v1/users/{user_id} the user's known items (what is excluded as seen), the most recent ``limit``, oldest first
+    GET  /v1/strategies      the strategies this app can run (and the registered ones it cannot), the default
     GET  /                   a page for people: a user's history and each strategy's list side by side
     GET  /healthz            the ingress is up
     GET  /readyz             every deployment answers
@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from bridgerec.serving.deployments import Grounder, Retriever
+from bridgerec.serving.llm import LLMArgs, LLMClient, llm_deployment, resolve_llm
 from bridgerec.serving.strategies import Query, Ranked, StrategyContext, run_strategy
 
 __all__ = ["RecommenderArgs", "DeploymentOptions", "build_app", "TOKEN_ENV"]
@@ -104,6 +105,9 @@ class RecommenderArgs(BaseModel):
     """Origins allowed by CORS; empty: CORS off."""
     grounding: bool = True
     """Deploy the Grounder (needs the bundle's grounding index)."""
+    llm: Optional[LLMArgs] = None
+    """The LLM deployment (vLLM through ray.serve.llm, or transformers) for the LLM strategies
+    (generate-ground, and the methods' own); None: no LLM, and those strategies fall back to domain."""
     batching: bool = True
     """Search concurrent requests as one batch (@serve.batch) in the Retriever and Grounder."""
     max_batch_size: int = 64
@@ -158,6 +162,7 @@ class RecommendResponse(BaseModel):
     strategy: str
     fallback: bool = False
     fallback_reason: Optional[str] = None
+    generated: Optional[str] = Field(None, description="what an LLM strategy generated (e.g. the title it grounded)")
     model: dict[str, Optional[str]]
     items: list[Item]
 
@@ -167,6 +172,12 @@ def _unprocessable(detail: str) -> HTTPException:
 
 
 # ----------------------------------------------------------------------------------- the app
+def _route(request: Request) -> str:
+    """The request's path inside the app (without the app's route prefix, e.g. ``/llm``)."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
 def _fastapi() -> FastAPI:
     api = FastAPI(title="bridgerec recommender", version="1",
                   description="LLM + domain-model recommendations: domain retrieval, text grounding and "
@@ -177,7 +188,7 @@ def _fastapi() -> FastAPI:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
         ingress = request.app.state.ingress
-        if request.url.path not in _OPEN_PATHS and not ingress.authorized(request.headers.get("authorization")):
+        if _route(request) not in _OPEN_PATHS and not ingress.authorized(request.headers.get("authorization")):
             return JSONResponse({"detail": "missing or wrong bearer token", "request_id": rid}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length")
@@ -232,7 +243,8 @@ api = _fastapi()
 @serve.deployment(name="Recommender")
 @serve.ingress(api)
 class Recommender:
-    def __init__(self, args: dict, bundle: dict, retriever: Any, grounder: Any = None):
+    def __init__(self, args: dict, bundle: dict, retriever: Any, grounder: Any = None, llm: Any = None,
+                 llm_info: Optional[dict] = None):
         from bridgerec.serving.bundle import load_catalog, open_bundle
 
         # The registry object of the strategies module as imported in this replica: Serve ships this
@@ -250,7 +262,8 @@ class Recommender:
         self.catalog = load_catalog(root, version)
         token = self.args.auth_token or os.environ.get(TOKEN_ENV) or None
         self._token = token.encode() if token else None
-        self.ctx = StrategyContext({"retriever": retriever, "grounder": grounder})
+        self.ctx = StrategyContext({"retriever": retriever, "grounder": grounder,
+                                    "llm": LLMClient(llm, llm_info) if llm is not None else None}, catalog=self.catalog)
         self._metrics = _Metrics()
         api.state.ingress = self
         if self.args.cors_origins:
@@ -277,7 +290,7 @@ class Recommender:
             if handle is None:
                 continue
             try:
-                status[name] = await handle.ping.remote()
+                status[name] = await (handle.ping() if isinstance(handle, LLMClient) else handle.ping.remote())
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 status[name] = f"error: {type(exc).__name__}"
         ready = all(v == "ok" for v in status.values())
@@ -324,18 +337,26 @@ class Recommender:
 
     @api.get("/v1/strategies")
     async def strategies_list(self, request: Request) -> dict:
+        available, unavailable = [], {}
+        for name in self.strategies.names():
+            missing = self.ctx.missing(self.strategies.get_plugin(name))
+            if missing:
+                unavailable[name] = f"this app has no {' or '.join(missing)} deployment (it falls back to domain)"
+            else:
+                available.append(name)
         return {"request_id": request.state.request_id, "default": self.args.default_strategy,
-                "strategies": self.strategies.names()}
+                "strategies": available, "unavailable": unavailable}
 
     @api.get("/v1/users/{user_id}")
     async def user(self, user_id: str, request: Request, limit: int = 50) -> dict:
         uid = self.catalog.uid(user_id)
         if uid is None:
             raise HTTPException(404, f"unknown user_id {user_id!r}")
-        seen = self.catalog.seen(uid)
-        return {"request_id": request.state.request_id, "user_id": user_id, "n_known": int(len(seen)),
+        known = self.catalog.history(uid)  # oldest first (id order for bundles without histories.npz)
+        recent = known[max(0, len(known) - max(0, min(limit, 500))):]
+        return {"request_id": request.state.request_id, "user_id": user_id, "n_known": int(len(known)),
                 "history": [{"item_id": str(self.catalog.item_ids[i]), "title": str(self.catalog.titles[i])}
-                            for i in seen[: max(0, min(limit, 500))]]}
+                            for i in recent]}
 
     @api.get("/v1/items/{item_id}")
     async def item(self, item_id: str, request: Request) -> dict:
@@ -395,7 +416,8 @@ class Recommender:
         items = [Item(rank=r, item_id=str(self.catalog.item_ids[i]), title=str(self.catalog.titles[i]), score=float(s))
                  for r, (i, s) in enumerate(zip(ranked.iids, ranked.scores), 1)]
         return RecommendResponse(request_id=request.state.request_id, strategy=ranked.strategy, fallback=ranked.fallback,
-                                 fallback_reason=ranked.reason, model=self.catalog.version.as_dict(), items=items)
+                                 fallback_reason=ranked.reason, generated=ranked.generated,
+                                 model=self.catalog.version.as_dict(), items=items)
 
 
 def build_app(args: RecommenderArgs | dict) -> Any:
@@ -409,4 +431,9 @@ def build_app(args: RecommenderArgs | dict) -> Any:
     common = (bundle, batching, args.retrieval)
     retriever = Retriever.options(**args.retriever.options()).bind(*common)
     grounder = Grounder.options(**args.grounder.options()).bind(*common) if args.grounding else None
-    return Recommender.options(**args.ingress.options()).bind(args.model_dump(), bundle, retriever, grounder)
+    llm = llm_info = None
+    if args.llm is not None:
+        resolved = resolve_llm(args.llm)  # builds a packaged backbone once, here on the driver
+        llm, llm_info = llm_deployment(args.llm, resolved), resolved.as_dict()
+    return Recommender.options(**args.ingress.options()).bind(args.model_dump(), bundle, retriever, grounder, llm,
+                                                              llm_info)

@@ -7,13 +7,15 @@ answer through ``@serve.batch``: concurrent requests are searched as one faiss b
 - :class:`Retriever`: user embeddings + the inner-product index (:class:`~bridgerec.serving.search.DomainSearcher`,
   shared with batch scoring). ``topk(uid, history, k, exclude)`` returns (dense item ids, scores).
 - :class:`Grounder`: the text encoder + the L2 index over item-title embeddings;
-  ``ground(text, k)`` maps free text (a generated title, a search query) to items.
+  ``ground(text, k, exclude)`` maps free text (a generated title, a search query) to items
+  (scores are negative squared L2 distances: higher is closer).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from collections import deque
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from ray import serve
@@ -38,7 +40,8 @@ class Retriever:
         self.searcher = DomainSearcher(root, retrieval)
         self.batching = dict(batching or {"enabled": True})
         _apply_batching(self._batched, self.batching)
-        self.batch_sizes: list[int] = []
+        self.n_batches = 0
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # the recent ones (a long-lived replica must not grow)
 
     async def topk(self, uid: Optional[int], history: list[int], k: int, exclude: list[int]) -> tuple[list[int], list[float]]:
         request = (uid, list(history), int(k), list(exclude))
@@ -51,6 +54,7 @@ class Retriever:
         return self._search(requests)
 
     def _search(self, requests: list[tuple]) -> list[tuple[list[int], list[float]]]:
+        self.n_batches += 1
         self.batch_sizes.append(len(requests))
         return self.searcher.search(requests)
 
@@ -58,8 +62,8 @@ class Retriever:
         return self.searcher.similar(iid, k)
 
     def stats(self) -> dict[str, Any]:
-        sizes = self.batch_sizes[-1000:]
-        return {"batches": len(self.batch_sizes), "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+        sizes = list(self.batch_sizes)
+        return {"batches": self.n_batches, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
                 "max_batch": int(max(sizes)) if sizes else 0, "index": self.searcher.index.kind,
                 "items": self.searcher.index.n, "pid": os.getpid(), "version": self.version.as_dict()}
 
@@ -87,20 +91,24 @@ class Grounder:
         self.batching = dict(batching or {"enabled": True})
         _apply_batching(self._batched, self.batching)
 
-    async def ground(self, text: str, k: int) -> tuple[list[int], list[float]]:
+    async def ground(self, text: str, k: int, exclude: Sequence[int] = ()) -> tuple[list[int], list[float]]:
+        request = (text, int(k), [int(i) for i in exclude])
         if self.batching.get("enabled", True):
-            return await self._batched((text, int(k)))
-        return self._search([(text, int(k))])[0]
+            return await self._batched(request)
+        return self._search([request])[0]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _batched(self, requests: list[tuple[str, int]]) -> list[tuple[list[int], list[float]]]:
+    async def _batched(self, requests: list[tuple[str, int, list[int]]]) -> list[tuple[list[int], list[float]]]:
         return self._search(requests)
 
-    def _search(self, requests: list[tuple[str, int]]) -> list[tuple[list[int], list[float]]]:
-        vectors = self.encoder.encode([t for t, _ in requests])
-        ids, scores = self.index.search(vectors, max(k for _, k in requests))
+    def _search(self, requests: list[tuple[str, int, list[int]]]) -> list[tuple[list[int], list[float]]]:
+        vectors = self.encoder.encode([t for t, _, _ in requests])  # (B, d)
+        indptr = np.zeros(len(requests) + 1, dtype=np.int64)
+        np.cumsum([len(e) for _, _, e in requests], out=indptr[1:])
+        excluded = np.asarray([i for _, _, e in requests for i in e], dtype=np.int64)
+        ids, scores = self.index.search(vectors, max(k for _, k, _ in requests), indptr, excluded)
         return [(ids[r, :k][ids[r, :k] >= 0].tolist(), scores[r, :k][ids[r, :k] >= 0].astype(float).tolist())
-                for r, (_, k) in enumerate(requests)]
+                for r, (_, k, _) in enumerate(requests)]
 
     def ping(self) -> str:
         return "ok"

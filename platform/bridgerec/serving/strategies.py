@@ -1,7 +1,8 @@
 """Serving strategies: named async functions over the app's deployment handles.
 
 A strategy turns a validated :class:`Query` into a ranked :class:`Ranked` list. ``domain`` (the
-domain model's retrieval) is built in; a method adds its own (``bigrec``, ``llama4rec``, ``bdlm``)
+domain model's retrieval) and ``generate-ground`` (the LLM names the next item's title, the
+Grounder maps it to items; :mod:`bridgerec.serving.llm`) are built in; a method adds its own (``bigrec``, ``llama4rec``, ``bdlm``)
 with ``STRATEGIES.register(name, Strategy(fn, budget_s=...))`` or, from a deployment's config,
 as a ``"module:attribute"`` path in ``RecommenderArgs.strategies``. No endpoint code changes.
 
@@ -41,18 +42,26 @@ class Ranked:
     strategy: str
     fallback: bool = False
     reason: Optional[str] = None
+    generated: Optional[str] = None  # what an LLM strategy generated (e.g. the title it grounded)
 
 
 @dataclass
 class StrategyContext:
-    """What a strategy may call: deployment handles by name (``retriever``, ``grounder``, ``llm``)."""
+    """What a strategy may call: deployment handles by name (``retriever``, ``grounder``, and
+    ``llm``, an :class:`~bridgerec.serving.llm.LLMClient`), and the bundle's catalog (titles,
+    time-ordered histories)."""
 
     handles: dict[str, Any]
+    catalog: Any = None
 
     def handle(self, name: str) -> Any:
         if name not in self.handles or self.handles[name] is None:
             raise LookupError(f"this app has no {name} deployment")
         return self.handles[name]
+
+    def missing(self, strategy: "Strategy") -> list[str]:
+        """The deployments ``strategy`` needs that this app lacks."""
+        return [n for n in strategy.needs if self.handles.get(n) is None]
 
 
 StrategyFn = Callable[[StrategyContext, Query], Awaitable[Ranked]]
@@ -70,7 +79,8 @@ def _check(name: str, obj: Any) -> None:
         raise TypeError(f"serving strategy {name!r} must be a Strategy, got {type(obj).__name__}")
 
 
-STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check)
+STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check,
+                                          lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND"})
 
 
 async def _domain(ctx: StrategyContext, q: Query) -> Ranked:

@@ -1,0 +1,155 @@
+"""The app with a real LLM deployment: vLLM through ray.serve.llm (the tiny backbone, float32),
+the ``generate-ground`` strategy over real HTTP, and the transformers (``hf``) deployment.
+
+The served generation must equal greedy transformers generation of the same prompt rendered
+in-process (one prompt module, same tokens), and the served items must be the Grounder's nearest
+items to the generated title with the user's known items left out.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+APP, PREFIX = "recommender-llm", "/llm"
+
+
+@pytest.fixture(scope="module")
+def settings(llm_config) -> dict:
+    """The session's test LLM settings (float32 so vLLM and transformers decode alike, a 64 MiB KV cache)."""
+    keys = ("dtype", "max_model_len", "vllm_multiprocessing", "kv_cache_memory_bytes", "hf_batch_size")
+    return {k: getattr(llm_config.llm, k) for k in keys}
+
+
+@pytest.fixture(scope="module")
+def backbone(served, llm_config):
+    from bridgerec.llm.backbone import resolve_backbone
+
+    return resolve_backbone(llm_config.llm, llm_config.work_dir, served["data"])
+
+
+@pytest.fixture(scope="module")
+def llm_app(served, backbone, settings):
+    """A second app on the shared Serve instance, beside the main one: same bundle, plus the LLM."""
+    from ray import serve
+
+    from bridgerec.serving.app import DeploymentOptions, LLMArgs, RecommenderArgs, build_app
+
+    small = DeploymentOptions(num_replicas=1, num_cpus=0.25)
+    args = RecommenderArgs(model="models:/serve-test@champion", tracking_uri=served["uri"], auth_token=served["token"],
+                           retriever=small, grounder=small, ingress=small,
+                           llm=LLMArgs(model=backbone.path, engine="vllm", settings={**settings, "num_cpus": 1.0},
+                                       max_tokens=24, history_len=8),
+                           llm_budget_s=60.0)
+    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
+    try:
+        yield {"args": args, "client": served["client"]}
+    finally:
+        serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def hf(backbone, llm_config):
+    from bridgerec.llm.engine import build_engine
+
+    cfg = llm_config.llm
+    engine = build_engine(cfg, backbone.path, engine="hf")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def catalog(served):
+    from bridgerec.serving.bundle import bundle_dir, load_catalog
+
+    return load_catalog(*bundle_dir("models:/serve-test@champion", served["uri"]))
+
+
+def _expected_generation(hf, catalog, history: list[int], max_tokens: int) -> str:
+    from bridgerec.llm.engine import GenerationParams
+    from bridgerec.llm.prompts import PLAIN, ItemView, engine_text, next_item_prompt, parse_next_item
+
+    views = [ItemView(int(i), str(catalog.titles[i])) for i in history]
+    prompt = engine_text(next_item_prompt(views), PLAIN)  # the tiny backbone has no chat template
+    return parse_next_item(hf.generate([prompt], GenerationParams(max_tokens=max_tokens))[0].text)
+
+
+def _grounded(client, title: str, k: int, excluded: set[str]) -> list[str]:
+    r = client.post(f"{PREFIX}/v1/ground", json={"text": title, "k": min(100, k + len(excluded))})
+    assert r.status_code == 200, r.text
+    return [i["item_id"] for i in r.json()["items"] if i["item_id"] not in excluded][:k]
+
+
+def test_ready_and_strategies(llm_app, served):
+    c = llm_app["client"]
+    ready = httpx.get(served["url"] + PREFIX + "/readyz", timeout=60).json()
+    assert ready["ready"] is True and ready["deployments"] == {"retriever": "ok", "grounder": "ok", "llm": "ok"}
+    listed = c.get(f"{PREFIX}/v1/strategies").json()
+    assert "generate-ground" in listed["strategies"] and "domain" in listed["strategies"]
+    main = c.get("/v1/strategies").json()  # the app without an LLM says why it cannot
+    assert "generate-ground" not in main["strategies"] and "llm" in main["unavailable"]["generate-ground"]
+
+
+def test_generate_ground_known_users(llm_app, hf, catalog, served):
+    """Served generation == in-process transformers greedy on the same prompt; items == grounding
+    of that title minus the user's known items."""
+    c = llm_app["client"]
+    users = served["data"].users()["user_id"].astype(str).tolist()[:4]
+    titles = set()
+    for user in users:
+        r = c.post(f"{PREFIX}/v1/recommend", json={"user_id": user, "k": 5, "strategy": "generate-ground"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["strategy"] == "generate-ground" and body["fallback"] is False, body
+        uid = catalog.uid(user)
+        expected = _expected_generation(hf, catalog, catalog.history(uid, 8).tolist(), 24)
+        assert expected and body["generated"] == expected
+        known = {str(catalog.item_ids[i]) for i in catalog.seen(uid)}
+        got = [i["item_id"] for i in body["items"]]
+        assert len(got) == 5 and not set(got) & known
+        assert got == _grounded(c, body["generated"], 5, known)
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+        titles.add(body["generated"])
+    assert len(titles) >= 2, titles  # different histories, different generations
+
+
+def test_generate_ground_history_only(llm_app, hf, catalog):
+    c = llm_app["client"]
+    hist = [int(i) for i in catalog.history(0)[-3:]]
+    body = {"history": [str(catalog.item_ids[i]) for i in hist], "k": 4, "strategy": "generate-ground"}
+    r = c.post(f"{PREFIX}/v1/recommend", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["fallback"] is False and out["generated"] == _expected_generation(hf, catalog, hist, 24)
+    sent = set(body["history"])
+    assert [i["item_id"] for i in out["items"]] == _grounded(c, out["generated"], 4, sent)
+
+
+def test_hf_deployment_generates_what_vllm_serves(backbone, hf, catalog, settings):
+    """The transformers deployment (engine: hf) answers the same greedy text as the engine in-process."""
+    from ray import serve
+
+    from bridgerec.llm.engine import GenerationParams
+    from bridgerec.llm.prompts import PLAIN, ItemView, engine_text, next_item_prompt
+    from bridgerec.serving.llm import HFLLM
+
+    handle = serve.run(HFLLM.bind({**settings, "model": backbone.path}, backbone.path), name="hf-llm", route_prefix=None)
+    try:
+        prompts = [engine_text(next_item_prompt([ItemView(int(i), str(catalog.titles[i])) for i in catalog.history(u, 5)]),
+                               PLAIN) for u in range(3)]
+        params = GenerationParams(max_tokens=16)
+        served = [handle.generate.remote(p, params.to_dict()) for p in prompts]  # concurrent: one batch
+        assert [s.result(timeout_s=120) for s in served] == [g.text for g in hf.generate(prompts, params)]
+        assert handle.ping.remote().result(timeout_s=30) == "ok"
+    finally:
+        serve.delete("hf-llm")
+
+
+def test_page_shows_the_llm_strategy(llm_app, served, tmp_path):
+    """The page under the app's route prefix: history, domain and generate-ground cards as the API answers."""
+    from support_browser import check_page
+
+    user = served["data"].users()["user_id"].astype(str)[3]
+    cards = check_page(served["url"], served["token"], llm_app["client"], PREFIX, user, tmp_path, keep_screenshot=True)
+    assert set(cards) == {"history", "domain", "generate-ground"} and len(cards["generate-ground"]) == 10
