@@ -44,7 +44,8 @@ function headers() {
   return h;
 }
 async function api(method, path, body) {
-  const r = await fetch(path, {method, headers: headers(), body: body ? JSON.stringify(body) : undefined});
+  const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";  // the app's route prefix
+  const r = await fetch(base + path.replace(/^[/]/, ""), {method, headers: headers(), body: body ? JSON.stringify(body) : undefined});
   const j = await r.json().catch(() => ({detail: r.statusText}));
   if (!r.ok) throw new Error(r.status + ": " + (typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)));
   return j;
@@ -74,7 +75,7 @@ async function run() {
     for (const s of strategies) {
       try {
         const r = await api("POST", "/v1/recommend", {...body, strategy: s});
-        cards.push(card(s, r.items, r.fallback ? "fell back to domain: " + r.fallback_reason : ""));
+        cards.push(card(s, r.items, r.fallback ? "fell back to domain: " + r.fallback_reason : (r.generated ? "generated: " + r.generated : "")));
       } catch (e) { cards.push(`<div class="card err" data-strategy="${esc(s)}"><h2>${esc(s)}</h2>${esc(e.message)}</div>`); }
     }
     out.innerHTML = cards.join("");
