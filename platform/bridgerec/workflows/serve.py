@@ -38,7 +38,8 @@ def start_app(args: Any, host: str = "127.0.0.1", port: int = 8000, name: str = 
     serve.start(http_options={"host": host, "port": port})
     console.quiet_libraries()  # Serve configures its loggers on start
     t0 = time.time()
-    log(f"[serve] deploying {args.model} as app {name!r} (Retriever, {'Grounder, ' if args.grounding else ''}Recommender)")
+    parts = ["Retriever", "Grounder" if args.grounding else "", f"LLM ({args.llm.engine})" if args.llm else "", "Recommender"]
+    log(f"[serve] deploying {args.model} as app {name!r} ({', '.join(p for p in parts if p)})")
     serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
     console.quiet_libraries()
     url = f"http://{host}:{port}"
