@@ -26,5 +26,5 @@ def test_schema_reaches_vllm_as_structured_outputs():
     d = params.to_dict()
     assert GenerationParams().replace(**d) == params  # the JSON form round-trips (Ray Data rows carry it)
     kw = vllm_sampling_kwargs(d)
-    assert kw["structured_outputs"] == {"json": schema} and "json_schema" not in kw
+    assert kw["structured_outputs"] == {"json": schema, "disable_any_whitespace": True} and "json_schema" not in kw
     assert "json_schema" not in GenerationParams().to_dict()  # unchanged cache keys without a schema

@@ -106,7 +106,7 @@ def test_one_batch_of_user_profiles(smollm2_config, smollm2_backbone, smollm2_en
     """The profiles stage's prompts, schema and parser on SmolLM2 (the offline engine, not the Ray
     Data path the stage tests run on the tiny model); the transformers engine refuses a JSON schema."""
     from bridgerec.augment.catalog import Catalog
-    from bridgerec.augment.profiles import parse_profile, profile_schema
+    from bridgerec.augment.profiles import parse_profile, parses_as_profile, profile_schema
     from bridgerec.llm.backbone import chat_format
     from bridgerec.llm.engine import GenerationParams
 
@@ -118,6 +118,9 @@ def test_one_batch_of_user_profiles(smollm2_config, smollm2_backbone, smollm2_en
     summaries = [parse_profile(g.text)[0] for g in gens]
     assert all(len(s.split()) >= 5 for s in summaries), summaries  # words about the user, not an empty answer
     assert len(set(summaries)) == len(summaries)  # each user gets their own
-    guided = GenerationParams(max_tokens=8, json_schema=json.dumps(profile_schema(160, 60)))
+    guided = GenerationParams(max_tokens=96, json_schema=json.dumps(profile_schema(160, 60)))
+    answers = [g.text for g in vllm_engine.generate(prompts, guided)]  # compact JSON: no whitespace runs
+    assert sum(parses_as_profile(a) for a in answers) >= 3, answers
+    assert sum(parses_as_profile(g.text) for g in gens) <= 1  # unguided, it mostly writes prose
     with pytest.raises(ValueError, match="no schema-constrained decoding"):
         hf_engine.generate(prompts[:1], guided)

@@ -37,8 +37,9 @@ class ProfilesStageConfig(Section):
     """Most new tokens of a profile."""
     guided_json: bool = False
     """Constrain profiles to the answer's JSON schema with vLLM's guided decoding (llm.engine=vllm;
-    SmolLM2-135M can fall into runs of whitespace under it); the transformers engine has none, so
-    with llm.engine=hf the JSON is parsed as generated."""
+    compact JSON, no free whitespace). Unguided, SmolLM2-135M-Instruct wrote no parseable JSON for
+    16 of 16 users, guided 14 of 16 (the rest cut by max_tokens keep their fields); the transformers
+    engine has no guided decoding, so with llm.engine=hf the JSON is parsed as generated."""
     summary_max_chars: int = 240
     """Longest summary the guided JSON allows (keeps the answer inside max_tokens)."""
     reasoning_max_chars: int = 120
