@@ -124,3 +124,28 @@ def test_results_print_without_a_session_and_copy_into_the_log(session, capsys):
     console.stop()
     assert capsys.readouterr().out.splitlines() == ["table A", "table B"]
     assert "table B" in _read(path) and "table A" not in _read(path)
+
+
+def test_console_survives_ray_serve_llm_import(tmp_path, capsys):
+    """Importing ray.serve.llm replaces the root logger's handlers with Ray's JSON one; the next
+    quiet_libraries puts ours back, so phase lines stay plain."""
+    import logging
+
+    from bridgerec import console
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    console.start("t", str(tmp_path))
+    try:
+        # what `import ray.serve.llm` runs (once per process, so call it directly)
+        from ray.llm._internal.serve.observability.logging.setup import setup_logging
+
+        setup_logging()
+        console.quiet_libraries()
+        assert not [h for h in root.handlers if type(h.formatter).__module__.startswith("ray.")]
+        console.say("[x] plain line")
+        assert "[x] plain line\n" in capsys.readouterr().out
+    finally:
+        console.stop()
+        root.handlers[:] = saved[0]  # pytest's own capture handlers, which Ray's setup dropped
+        root.setLevel(saved[1])

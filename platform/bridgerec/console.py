@@ -163,6 +163,19 @@ def stop() -> None:
     logging.captureWarnings(False)
 
 
+def _reclaim_root() -> None:
+    """Our handlers back on the root logger, without Ray's: importing ``ray.serve.llm`` runs a
+    logging dictConfig that replaces the root's handlers with Ray's JSON handler on stderr."""
+    root = logging.getLogger()
+    ours = [h for h in (_state["file"], _state["console"]) if h is not None]
+    for h in list(root.handlers):
+        if h not in ours and type(h.formatter).__module__.startswith("ray."):
+            root.removeHandler(h)
+    for h in ours:
+        if h not in root.handlers:
+            root.addHandler(h)
+
+
 def quiet_libraries() -> None:
     """Route the libraries' own console handlers: their console handlers print errors only
     (everything with --verbose), and the log file gets every record of loggers that do not
@@ -171,6 +184,7 @@ def quiet_libraries() -> None:
     forward = _state["forward"]
     if forward is None:
         return
+    _reclaim_root()
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         for h in logger.handlers:

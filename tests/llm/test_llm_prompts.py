@@ -77,6 +77,7 @@ def test_training_and_serving_render_identical_token_ids(request, engine_fixture
     (P.next_item_target(TARGET).lstrip(" "), TARGET.title),  # after a chat generation prompt
     ('"Half a title', "Half a title"),  # cut off by max_tokens before the closing quote
     ('\n\n  plain words\n"second line"', "plain words"),  # first non-empty line, unquoted
+    ('The next item is: "A Band of Chorus #12".', "A Band of Chorus #12"),  # SmolLM2's way of answering
     ("   \n", ""),
 ])
 def test_parse_next_item_inverts_the_target(generated, title):

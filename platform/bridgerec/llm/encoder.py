@@ -61,8 +61,16 @@ class TextEncoder:
         self.cfg = cfg or EncoderConfig()
         self.path = encoder_path(self.cfg)
         self.device = self.cfg.device or default_device()
-        self._tok = AutoTokenizer.from_pretrained(self.path)
-        self._model: Any = AutoModel.from_pretrained(self.path).to(self.device).eval()
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar is noise on every command's console
+        try:
+            self._tok = AutoTokenizer.from_pretrained(self.path)
+            self._model: Any = AutoModel.from_pretrained(self.path).to(self.device).eval()
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
 
     @property
     def dim(self) -> int:

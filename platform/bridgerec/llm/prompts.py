@@ -265,13 +265,16 @@ def next_item_target(item: ItemView) -> str:
 
 
 def parse_next_item(text: str) -> str:
-    """The title in a generated next-item answer (the inverse of :func:`next_item_target`): the
-    first non-empty line, without the quotes around it; a title cut off before its closing
+    """The title in a generated next-item answer (the inverse of :func:`next_item_target`): on the
+    first non-empty line, the first double-quoted span (an instruction-tuned model may say
+    ``The next item is: "Title"``), else the whole line; a title cut off before its closing
     quote is kept as far as it goes."""
     line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    if line.startswith('"'):
-        end = line.find('"', 1)
-        line = line[1:end] if end > 0 else line[1:]
+    start = line.find('"')
+    if start >= 0:
+        end = line.find('"', start + 1)
+        quoted = line[start + 1:end] if end > 0 else line[start + 1:]
+        line = quoted if quoted.strip() else line.replace('"', "")
     return line.strip()
 
 

@@ -121,7 +121,10 @@ def llm_deployment(args: LLMArgs, resolved: ResolvedLLM) -> Any:
     if resolved.engine == "vllm":
         from ray.serve.llm import build_llm_deployment
 
+        from bridgerec import console
         from bridgerec.llm.ray_llm import serve_llm_config
+
+        console.quiet_libraries()  # the import above replaced the root logger's handlers
 
         return build_llm_deployment(serve_llm_config(cfg, resolved.path, resolved.model_id), name_prefix="LLM:")
     return HFLLM.options(num_replicas=args.num_replicas, max_ongoing_requests=args.max_ongoing_requests,
