@@ -119,12 +119,17 @@ def llm_deployment(args: LLMArgs, resolved: ResolvedLLM) -> Any:
 
     cfg = LLMConfig(**resolved.settings)
     if resolved.engine == "vllm":
-        from ray.serve.llm import build_llm_deployment
+        import logging
 
         from bridgerec import console
         from bridgerec.llm.ray_llm import serve_llm_config
 
-        console.quiet_libraries()  # the import above replaced the root logger's handlers
+        logging.disable(logging.WARNING)  # the first import logs Triton notes through the JSON handler it installs
+        try:
+            from ray.serve.llm import build_llm_deployment
+        finally:
+            logging.disable(logging.NOTSET)
+        console.quiet_libraries()  # that import replaced the root logger's handlers: ours come back
 
         return build_llm_deployment(serve_llm_config(cfg, resolved.path, resolved.model_id), name_prefix="LLM:")
     return HFLLM.options(num_replicas=args.num_replicas, max_ongoing_requests=args.max_ongoing_requests,
