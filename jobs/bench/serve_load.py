@@ -10,7 +10,8 @@ HNSW at 1M items (``retrieval.exact_max_items`` decides, as in a real bundle). A
 generator on localhost (asyncio + httpx, one connection per worker) sends ``POST /v1/recommend``
 ``{"user_id", "k": 10}`` for random known users: ``--requests`` per concurrency level after 20
 warm-up requests. Reported per row: throughput (requests/s), p50/p95/p99 latency, errors
-(non-200 answers), and the Serve/plain p50 ratio at concurrency 1. ``--throughput-optimized``
+(non-200 answers), and the Serve/plain p50 ratio at concurrency 1; a sequential ``GET /healthz``
+row per server shows what the HTTP path alone costs. ``--throughput-optimized``
 repeats the Serve rows in a child process with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``.
 The load generator shares the 2 cores with the server, so absolute figures are low.
 """
@@ -90,8 +91,27 @@ async def _load(url: str, concurrency: int, n: int, seed: int) -> dict:
             "errors": errors, "n": len(a)}
 
 
+def floor(url: str, label: dict, n: int = 200) -> dict:
+    """Sequential ``GET /healthz`` (no search, no handle call): what the HTTP path alone costs."""
+    import httpx
+
+    times = []
+    with httpx.Client(base_url=url, timeout=30) as c:
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            r = c.get("/healthz")
+            if i >= 20:
+                times.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+    a = np.asarray(times) * 1e3
+    row = {**label, "server": label["server"] + ", GET /healthz only", "concurrency": 1, "rps": 1e3 / a.mean(),
+           "p50": np.percentile(a, 50), "p95": np.percentile(a, 95), "p99": np.percentile(a, 99), "errors": 0, "n": len(a)}
+    print(f"[bench] {row['server']}: p50 {row['p50']:.1f} ms", flush=True)
+    return row
+
+
 def sweep(url: str, levels: list[int], n: int, label: dict) -> list[dict]:
-    rows = []
+    rows = [floor(url, label)] if label["server"].startswith("plain") or "no batching" in label["server"] else []
     for c in levels:
         r = asyncio.run(_load(url, c, n if c > 1 else max(50, n // 4), seed=c))
         rows.append({**label, "concurrency": c, **r})
@@ -115,6 +135,10 @@ app = FastAPI()
 class Req(BaseModel):
     user_id: str
     k: int = 10
+
+@app.get("/healthz")
+def healthz():
+    return {"status": "ok"}
 
 @app.post("/v1/recommend")
 def recommend(body: Req):
@@ -211,12 +235,17 @@ def report(rows: list[dict], args) -> str:
     lines += ["", "Ratios (same run):"]
     for n in sorted({r["items"] for r in rows}):
         def get(server_prefix, c):
-            m = [r for r in rows if r["items"] == n and r["server"].startswith(server_prefix) and r["concurrency"] == c]
+            m = [r for r in rows if r["items"] == n and r["server"].startswith(server_prefix) and r["concurrency"] == c
+                 and not r["server"].endswith("GET /healthz only")]
             return m[0] if m else None
-        plain, batched, unbatched = get("plain", 1), get("Ray Serve, @serve.batch", 1), get("Ray Serve, no batching", 1)
+        plain, batched, unbatched = get("plain FastAPI (1 process)", 1), get("Ray Serve, @serve.batch", 1), get("Ray Serve, no batching", 1)
         if plain and batched:
             lines.append(f"- {n:,} items: Serve p50 / plain p50 at concurrency 1 = {batched['p50'] / plain['p50']:.2f}x "
                          f"(goal <= 2x)")
+        hz = [r for r in rows if r["items"] == n and r["server"].endswith("GET /healthz only")]
+        if len(hz) >= 2:
+            lines.append(f"- {n:,} items: GET /healthz p50, Serve / plain = {hz[1]['p50'] / hz[0]['p50']:.2f}x (the HTTP "
+                         "path alone: proxy -> ingress replica, before any search or handle call)")
         b32, u32 = get("Ray Serve, @serve.batch", 32), get("Ray Serve, no batching", 32)
         if b32 and u32:
             lines.append(f"- {n:,} items: @serve.batch / no batching throughput at concurrency 32 = {b32['rps'] / u32['rps']:.2f}x "

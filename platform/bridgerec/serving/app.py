@@ -112,8 +112,9 @@ class RecommenderArgs(BaseModel):
     """Search concurrent requests as one batch (@serve.batch) in the Retriever and Grounder."""
     max_batch_size: int = 64
     """Largest batch of one search."""
-    batch_wait_timeout_s: float = 0.002
-    """How long a batch waits to fill."""
+    batch_wait_timeout_s: float = 0.0
+    """How long a batch waits to fill. 0: a batch is whatever queued while the previous one ran,
+    so a lone request pays no wait (0.002 added ~3.6 ms to the p50 at concurrency 1 here)."""
     retrieval: dict[str, Any] = {}
     """Search-time retrieval settings (e.g. hnsw_ef_search, ivf_nprobe)."""
     retriever: DeploymentOptions = DeploymentOptions(

@@ -27,7 +27,7 @@ __all__ = ["Retriever", "Grounder"]
 
 def _apply_batching(method: Any, settings: dict) -> None:
     method.set_max_batch_size(int(settings.get("max_batch_size", 64)))
-    method.set_batch_wait_timeout_s(float(settings.get("batch_wait_timeout_s", 0.002)))
+    method.set_batch_wait_timeout_s(float(settings.get("batch_wait_timeout_s", 0.0)))
 
 
 @serve.deployment(name="Retriever", max_ongoing_requests=64, max_queued_requests=256)
@@ -49,7 +49,7 @@ class Retriever:
             return await self._batched(request)
         return self._search([request])[0]
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def _batched(self, requests: list[tuple]) -> list[tuple[list[int], list[float]]]:
         return self._search(requests)
 
@@ -97,7 +97,7 @@ class Grounder:
             return await self._batched(request)
         return self._search([request])[0]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _batched(self, requests: list[tuple[str, int, list[int]]]) -> list[tuple[list[int], list[float]]]:
         return self._search(requests)
 
