@@ -153,3 +153,16 @@ def test_page_shows_the_llm_strategy(llm_app, served, tmp_path):
     user = served["data"].users()["user_id"].astype(str)[3]
     cards = check_page(served["url"], served["token"], llm_app["client"], PREFIX, user, tmp_path, keep_screenshot=True)
     assert set(cards) == {"history", "domain", "generate-ground"} and len(cards["generate-ground"]) == 10
+
+
+def test_llm_args_errors_name_the_key(tmp_path):
+    """Bad LLM settings fail when the app is built, with the key or path in the message (exit 2 in the CLI)."""
+    from bridgerec._config_base import ConfigError
+    from bridgerec.serving.llm import LLMArgs, resolve_llm
+
+    with pytest.raises(ConfigError, match="llm.model: the tiny backbone"):
+        resolve_llm(LLMArgs(model="tiny"))
+    with pytest.raises(FileNotFoundError, match="neither a model directory"):
+        resolve_llm(LLMArgs(model=str(tmp_path / "nowhere")))
+    with pytest.raises(ConfigError, match="max_model_len"):
+        resolve_llm(LLMArgs(model=str(tmp_path), settings={"max_model_len": 0}))

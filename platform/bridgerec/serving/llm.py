@@ -92,11 +92,12 @@ def resolve_llm(args: LLMArgs) -> ResolvedLLM:
     """The backbone directory (building a packaged one), its chat format and engine settings."""
     import os
 
+    from bridgerec._config_base import ConfigError
     from bridgerec.llm.backbone import TINY, chat_format, load_tokenizer, resolve_backbone
 
     cfg = _llm_config(args)
     if cfg.model == TINY:
-        raise ValueError("llm.model: the tiny backbone is built from a dataset; serve its directory "
+        raise ConfigError("llm.model: the tiny backbone is built from a dataset; serve its directory "
                          "(<work_dir>/models/tiny-<hash>) instead of the name")
     if cfg.model not in _packaged_names() and not os.path.isdir(cfg.model):
         raise FileNotFoundError(f"llm.model {cfg.model!r} is neither a model directory nor a packaged backbone "
