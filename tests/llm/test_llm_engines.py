@@ -71,3 +71,19 @@ def test_generation_params_round_trip():
     assert d == {"max_tokens": 3, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ["x"], "allowed_token_ids": [5, 6]}
     assert GenerationParams().replace(**d) == p
     assert "allowed_token_ids" not in GenerationParams().to_dict()
+
+
+def test_vllm_env_frees_the_reserved_core(monkeypatch):
+    """vLLM's CPU backend keeps a core off its compute threads unless told otherwise (on 2 cores
+    that halves throughput): llm.cpu_reserved_cores=0 by default, None keeps vLLM's choice, and a
+    variable the user set wins. The Ray engine actors get the same environment."""
+    from bridgerec.llm.config import LLMConfig
+    from bridgerec.llm.ray_llm import engine_runtime_env
+    from bridgerec.llm.vllm_engine import RESERVED_CPU_ENV, vllm_env
+
+    monkeypatch.delenv(RESERVED_CPU_ENV, raising=False)
+    assert vllm_env(LLMConfig())[RESERVED_CPU_ENV] == "0"
+    assert RESERVED_CPU_ENV not in vllm_env(LLMConfig(cpu_reserved_cores=None))
+    assert engine_runtime_env(LLMConfig(cpu_reserved_cores=1))["env_vars"][RESERVED_CPU_ENV] == "1"
+    monkeypatch.setenv(RESERVED_CPU_ENV, "2")
+    assert vllm_env(LLMConfig())[RESERVED_CPU_ENV] == "2"

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from bridgerec.llm.config import LLMConfig
 from bridgerec.llm.engine import vllm_sampling_kwargs
-from bridgerec.llm.vllm_engine import vllm_engine_kwargs
+from bridgerec.llm.vllm_engine import vllm_engine_kwargs, vllm_env
 
 __all__ = [
     "cluster_has_gpus",
@@ -46,8 +46,9 @@ def cluster_has_gpus(cfg: LLMConfig) -> bool:
 
 
 def engine_runtime_env(cfg: LLMConfig) -> dict[str, Any]:
-    """Environment of engine actors: vLLM's multiprocessing switch and the offline/cache settings of this process."""
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.vllm_multiprocessing else "0"}
+    """Environment of engine actors: vLLM's multiprocessing switch, its reserved CPU cores and the
+    offline/cache settings of this process."""
+    env = vllm_env(cfg)
     env.update({k: os.environ[k] for k in _PASS_ENV if k in os.environ})
     return {"env_vars": env}
 

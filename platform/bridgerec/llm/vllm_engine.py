@@ -22,16 +22,25 @@ import numpy as np
 from bridgerec.llm.config import LLMConfig
 from bridgerec.llm.engine import Engine, Generation, GenerationParams, vllm_sampling_kwargs
 
-__all__ = ["VLLMEngine", "vllm_engine_kwargs", "set_vllm_env", "CPU_MEMORY_FRACTION"]
+__all__ = ["VLLMEngine", "vllm_engine_kwargs", "vllm_env", "set_vllm_env", "CPU_MEMORY_FRACTION", "RESERVED_CPU_ENV"]
 
 _LOADER_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH")
+RESERVED_CPU_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
 CPU_MEMORY_FRACTION = 0.3
 """Default ``gpu_memory_utilization`` on the CPU backend (a fraction of host memory there)."""
 
 
-def set_vllm_env(cfg: LLMConfig) -> dict[str, str]:
-    """Environment variables vLLM reads for this config; also set in this process (before vLLM starts)."""
+def vllm_env(cfg: LLMConfig) -> dict[str, str]:
+    """Environment variables vLLM reads for this config (an explicitly set reserved-cores variable wins)."""
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.vllm_multiprocessing else "0"}
+    if cfg.cpu_reserved_cores is not None:
+        env[RESERVED_CPU_ENV] = os.environ.get(RESERVED_CPU_ENV, str(int(cfg.cpu_reserved_cores)))
+    return env
+
+
+def set_vllm_env(cfg: LLMConfig) -> dict[str, str]:
+    """:func:`vllm_env`, also set in this process (before vLLM starts)."""
+    env = vllm_env(cfg)
     os.environ.update(env)
     return env
 
