@@ -7,7 +7,7 @@ nothing from bridgerec.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -31,6 +31,15 @@ def row_offsets(rows: np.ndarray, n_rows: int) -> np.ndarray:
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(as_ids(rows, "rows"), minlength=n_rows), out=indptr[1:])
     return indptr
+
+
+def from_lists(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr (len(lists) + 1,), values)`` int64 of a list of id lists, in order: the CSR form of
+    per-request id lists (exclusions of a search batch, histories sent to a sequence model)."""
+    indptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=indptr[1:])
+    parts = [np.asarray(x, dtype=np.int64).reshape(-1) for x in lists]
+    return indptr, np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def item_counts(iids: np.ndarray, n_items: int) -> np.ndarray:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bridgerec._csr import row_offsets
+from bridgerec._csr import from_lists, row_offsets
 from bridgerec.models.config import ModelConfig
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
@@ -216,13 +216,10 @@ class SASRec(DomainModel):
     def embed_histories(self, histories) -> torch.Tensor:
         """(B, d): each time-ordered item list (oldest first) encoded as :meth:`user_embeddings`
         encodes a known user's stored history — its last ``max_seq_len`` items, no dropout."""
-        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        items = np.concatenate([np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]) if len(lengths) else np.zeros(0, np.int64)
+        indptr, items = from_lists(histories)
         if len(items) and (items.min() < 0 or items.max() >= self.n_items):
             raise ValueError(f"histories: item ids must lie in 0..{self.n_items - 1}")
-        return self._encode_tails((indptr, items), np.arange(len(lengths), dtype=np.int64))
+        return self._encode_tails((indptr, items), np.arange(len(indptr) - 1, dtype=np.int64))
 
     def _param_key(self) -> tuple:
         return tuple((p._version, p.data_ptr(), p.device, p.dtype) for p in self.parameters())

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from ray import serve
 
+from bridgerec._csr import from_lists
 from bridgerec.retrieval.bundle import GROUNDING_INDEX
 
 __all__ = ["Retriever", "Grounder"]
@@ -103,9 +104,7 @@ class Grounder:
 
     def _search(self, requests: list[tuple[str, int, list[int]]]) -> list[tuple[list[int], list[float]]]:
         vectors = self.encoder.encode([t for t, _, _ in requests])  # (B, d)
-        indptr = np.zeros(len(requests) + 1, dtype=np.int64)
-        np.cumsum([len(e) for _, _, e in requests], out=indptr[1:])
-        excluded = np.asarray([i for _, _, e in requests for i in e], dtype=np.int64)
+        indptr, excluded = from_lists([e for _, _, e in requests])
         ids, scores = self.index.search(vectors, max(k for _, k, _ in requests), indptr, excluded)
         return [(ids[r, :k][ids[r, :k] >= 0].tolist(), scores[r, :k][ids[r, :k] >= 0].astype(float).tolist())
                 for r, (_, k, _) in enumerate(requests)]

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from bridgerec._csr import from_lists
 from bridgerec.retrieval.bundle import RETRIEVAL_INDEX
 from bridgerec.retrieval.config import RetrievalConfig
 from bridgerec.retrieval.index import load_index
@@ -64,10 +65,9 @@ class DomainSearcher:
         if not requests:
             return []
         queries = self.user_vectors(requests)
-        excl = [np.unique(np.asarray(list(exclude) + list(history), dtype=np.int64)) for _, history, _, exclude in requests]
-        indptr = np.zeros(len(requests) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in excl], out=indptr[1:])
-        ids, scores = self.index.search(queries, max(r[2] for r in requests), indptr, np.concatenate(excl))
+        indptr, excluded = from_lists([np.unique(np.asarray(list(exclude) + list(history), dtype=np.int64))
+                                       for _, history, _, exclude in requests])
+        ids, scores = self.index.search(queries, max(r[2] for r in requests), indptr, excluded)
         out = []
         for row, request in enumerate(requests):
             k = request[2]

@@ -262,16 +262,19 @@ def log_pyfunc_model(
         with conditioned_on(model, histories):
             users_emb, items_emb = model.export_embeddings()
         paths = {key: os.path.join(d, fname) for key, fname in ARTIFACT_FILES.items()}
-        np.save(paths["user_embeddings"], users_emb.float().numpy())
+        users_emb = users_emb.float().numpy()
+        np.save(paths["user_embeddings"], users_emb)
         np.save(paths["item_embeddings"], items_emb.float().numpy())
         users = data.users()[["uid", "user_id"]]
         items = data.items()[["iid", "item_id", "title"]]
         users.to_parquet(paths["user_ids"], index=False)
         items.to_parquet(paths["item_ids"], index=False)
-        indptr, indices = seen_csr(*known_pairs(data), n_users=data.n_users)
+        # the same events as known_pairs(data), already read: every split's (uid, iid)
+        owners = np.repeat(np.arange(data.n_users, dtype=np.int64), np.diff(histories[0]))
+        indptr, indices = seen_csr(owners, histories[1], n_users=data.n_users)
         np.savez(paths["seen"], indptr=indptr, indices=indices)
         np.savez(paths["histories"], indptr=histories[0], items=histories[1])
-        paths.update(save_domain_model(d, model, users_emb.float().numpy(), histories, cfg.model if cfg else None))
+        paths.update(save_domain_model(d, model, users_emb, histories, cfg.model if cfg else None))
         paths.update(_serving_indexes(os.path.join(d, "serving"), items_emb.float().numpy(), items["title"].astype(str).tolist(), cfg))
         if cfg is not None:
             paths["config"] = os.path.join(d, "config.yaml")
