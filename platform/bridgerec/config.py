@@ -22,7 +22,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ValidationError, model_validator
 
-from bridgerec._config_base import ConfigError, Section
+from bridgerec._config_base import ConfigError, Section, read_yaml_mapping
 from bridgerec.augment.config import AugmentConfig
 from bridgerec.augment.registry import STAGES
 from bridgerec.data.config import (
@@ -63,6 +63,7 @@ __all__ = [
     "LLMConfig",
     "MethodConfig",
     "load_config",
+    "with_values",
     "apply_overrides",
     "config_docs",
     "PLUGIN_FIELDS",
@@ -188,8 +189,9 @@ class TrackingConfig(_Section):
     """Log to MLflow at all."""
     registered_model: Optional[str] = None
     """Register the pyfunc recommender under this name in the model registry; None logs it unregistered."""
-    alias: Optional[str] = "champion"
-    """Alias set on the new registered version (models:/<name>@<alias>)."""
+    alias: Optional[str] = None
+    """Alias pointed at every new registered version (models:/<name>@<alias>), unchecked. Default none:
+    a new version gets no alias and only `bridgerec promote` moves `champion` (when it beats the champion)."""
     recommend_k: int = 10
     """Default k of the logged pyfunc recommender."""
 
@@ -356,23 +358,25 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
     """Load a :class:`Config` from an optional YAML file and ``key=value`` overrides."""
-    tree: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        tree = loaded
+    tree = read_yaml_mapping(path) if path is not None else {}
     apply_overrides(tree, list(overrides or []))
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
+
+
+def with_values(cfg: Config, values: dict[str, Any], source: str = "") -> Config:
+    """A copy of ``cfg`` with dotted keys set to already-parsed values (a sweep trial's parameters);
+    an invalid key or value is a :class:`ConfigError` naming the key (prefixed with ``source``)."""
+    tree = cfg.model_dump(mode="json")
+    for key, value in values.items():
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        msg = _format_validation_error(err)
+        raise ConfigError(f"{source}: {msg}" if source else msg) from None
 
 
 def config_docs(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import yaml
 
 from bridgerec import __version__
@@ -67,9 +66,12 @@ def _ensure_experiment(uri: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_run(cfg: Config, data: DatasetDir, run_name: str | None = None) -> Iterator[tuple[str, str]]:
+def mlflow_run(cfg: Config, data: DatasetDir, run_name: str | None = None, tags: dict[str, str] | None = None,
+               run_id: str | None = None) -> Iterator[tuple[str, str]]:
     """Start an MLflow run with the flattened config as params and the dataset as tags.
 
+    ``tags`` are set at creation (``mlflow.parentRunId`` makes it a child run); ``run_id`` reopens
+    an existing run instead (a resumed sweep trial: the same params are logged again).
     Yields ``(run_id, tracking_uri)``; the run ends (FAILED on an exception) when the block exits.
     """
     import mlflow
@@ -77,7 +79,8 @@ def mlflow_run(cfg: Config, data: DatasetDir, run_name: str | None = None) -> It
     uri = cfg.tracking_uri()
     mlflow.set_tracking_uri(uri)
     _ensure_experiment(uri, cfg.tracking.experiment)
-    with mlflow.start_run(run_name=run_name or cfg.resolved_run_name()) as run:
+    start = dict(run_id=run_id) if run_id else dict(run_name=run_name or cfg.resolved_run_name(), tags=tags)
+    with mlflow.start_run(**start) as run:
         params = flatten(cfg.model_dump(mode="json"))
         items = list(params.items())
         for i in range(0, len(items), 100):

@@ -147,8 +147,12 @@ def load_model_from_checkpoint_dir(cfg: Config, data: DatasetDir, path: str, mod
     return model.eval()
 
 
-def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri: str | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``data`` with Ray Train (Ray must be initialised)."""
+def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri: str | None = None,
+          callbacks: list | None = None, progress: bool = True) -> TrainResult:
+    """Train ``cfg.model`` on ``data`` with Ray Train (Ray must be initialised).
+
+    ``callbacks`` go on the trainer's ``RunConfig`` (a Tune trial passes ``TuneReportCallback``);
+    ``progress=False`` renders nothing (a sweep's trials run side by side: Tune reports them)."""
     from bridgerec.evaluation import check_eval_ks
 
     check_plugins(cfg)  # before any worker starts
@@ -160,7 +164,7 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
     if not any(p.requires_grad for p in model.parameters()):
         return _nothing_to_train(cfg, data, model)
     steps = steps_per_epoch(n_train, workers, cfg.train.batch_size)
-    pump = _ProgressPump(cfg.train.epochs)
+    pump = _ProgressPump(cfg.train.epochs) if progress else contextlib.nullcontext(None)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -169,7 +173,8 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
             "steps_per_epoch": steps,
             "run_id": run_id,
             "tracking_uri": tracking_uri,
-            "progress_queue": pump.queue,
+            "progress_queue": pump.queue if progress else None,
+            "progress": progress,
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cfg.train.use_gpu),
         datasets={"train": training_stream(cfg, data)},
@@ -181,6 +186,7 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
                 num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=key, checkpoint_score_order="max"
             ),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=list(callbacks or []),
         ),
     )
     with pump:

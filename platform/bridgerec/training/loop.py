@@ -148,11 +148,11 @@ class _Reporter:
     """Rank 0's progress for the driver: events into the driver's queue (``progress_queue`` in the
     loop config, rendered there by :class:`bridgerec.console.EpochBar`), else printed lines."""
 
-    def __init__(self, queue, rank: int):
-        self.queue, self.rank = queue, rank
+    def __init__(self, queue, rank: int, enabled: bool = True):
+        self.queue, self.rank, self.enabled = queue, rank, enabled
 
     def send(self, event: dict) -> None:
-        if self.rank != 0:
+        if self.rank != 0 or not self.enabled:
             return
         if self.queue is not None:
             try:
@@ -201,7 +201,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = engine.module
     progress = _restore(engine)
     bs, n_neg, seed = cfg.train.batch_size, cfg.train.num_negatives, cfg.train.seed
-    report = _Reporter(config.get("progress_queue"), rank)
+    report = _Reporter(config.get("progress_queue"), rank, config.get("progress", True))
     report.message(f"[train] {world} worker(s) x batch {bs} x {cfg.train.grad_accum_steps} accumulation = global batch "
                    f"{world * bs * cfg.train.grad_accum_steps}; {steps} steps per epoch; shuffle {cfg.train.shuffle}")
     if progress["epoch"] >= 0:
