@@ -1,0 +1,67 @@
+"""Search space files: the shipped ones load and fit their configs; mistakes name the file and key."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bridgerec.config import ConfigError, load_config
+from bridgerec.tuning import check_space, load_space
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED = {"base": "lightgcn_synthetic", "rlmrec-con": "rlmrec_con_lightgcn_synthetic",
+           "rlmrec-gen": "rlmrec_gen_lightgcn_synthetic", "darec": "darec_lightgcn_synthetic"}
+
+
+@pytest.mark.parametrize("method", sorted(SHIPPED))
+def test_shipped_spaces_fit_their_configs(method):
+    spec = load_space(os.path.join(ROOT, "jobs", "spaces", f"{method}.yaml"))
+    cfg = load_config(os.path.join(ROOT, "jobs", "configs", f"{SHIPPED[method]}.yaml"))
+    check_space(spec, cfg, method)  # raises on a key the config does not have
+    assert spec.num_samples >= 16 and spec.scheduler == "asha"
+    assert set(spec.tune_space()) == set(spec.params)
+
+
+def _write(tmp_path, text: str) -> str:
+    p = tmp_path / "space.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("params: {train.lr: {lognormal: [0.1, 1]}}", "params.train.lr: unknown distribution 'lognormal'"),
+    ("params: {train.lr: {uniform: [0.1]}}", "params.train.lr.uniform: expected a list of 2 numbers"),
+    ("params: {train.lr: {uniform: [1, 0.1]}}", "low < high"),
+    ("params: {train.lr: {loguniform: [0, 1]}}", "params.train.lr.loguniform: low must be > 0"),
+    ("params: {train.lr: {grid: [0.1, 0.2]}}\nsearch: optuna", "params.train.lr: grid values need search: random"),
+    ("params: {train.lr: {uniform: [0.1, 1]}}\nnum_trials: 3", "num_trials: unknown key"),
+    ("params: {}", "params: name at least one config key"),
+])
+def test_space_errors_name_the_file_and_key(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_space(path)
+    assert path in str(err.value) and expected in str(err.value)
+
+
+def test_a_key_the_config_does_not_have_is_named_before_any_trial(tmp_path):
+    spec = load_space(_write(tmp_path, "params: {method.rlmrec.temprature: {uniform: [0.1, 1]}}"))
+    with pytest.raises(ConfigError, match=r"(?s)space file x: .*method\.rlmrec\.temprature: unknown key"):
+        check_space(spec, load_config(None), "space file x")
+    spec = load_space(_write(tmp_path, "params: {train.batch_size: {randint: [-4, 8]}}"))
+    with pytest.raises(ConfigError, match="train.batch_size"):  # the low end is checked too
+        check_space(spec, load_config(None), "space file x")
+
+
+def test_grids_multiply_trials_and_overrides_win(tmp_path):
+    path = _write(tmp_path, "params: {train.lr: {grid: [0.1, 0.2, 0.3]}, model.dim: {grid: [8, 16]}}\nsearch: random\nnum_samples: 2")
+    assert load_space(path).total_trials() == 12
+    assert load_space(path, {"num_samples": 1, "scheduler": "fifo", "search": None}).total_trials() == 6
+    assert load_space(path, {"scheduler": "fifo"}).scheduler == "fifo"
+
+
+def test_asha_needs_room_to_stop(tmp_path):
+    spec = load_space(_write(tmp_path, "params: {train.lr: {uniform: [0.001, 0.1]}}\ngrace_period: 3"))
+    with pytest.raises(ConfigError, match="grace_period 3 >= train.epochs 3"):
+        check_space(spec, load_config(None, ["train.epochs=3"]), "s")
