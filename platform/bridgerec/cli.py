@@ -119,6 +119,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_args(p)
     _add_verbose(p)
 
+    p = sub.add_parser("tune", help="Ray Tune sweep of a method's weights (one trial = one Ray Train run), logged as MLflow child runs",
+                       description="Runs a Tune experiment over the search space file (jobs/spaces/<method>.yaml) on top of "
+                       "--config: Optuna (TPE) or random search, ASHA stops weak trials between epochs, trials run as many "
+                       "at a time as the cluster holds their Train workers. One MLflow parent run per sweep, one child run "
+                       "per trial; the best trial (by validation only) is tested and logged as a servable model. Ends with "
+                       "the trials' table and plots (as `bridgerec compare --sweep NAME`). An interrupted sweep continues "
+                       "with --resume NAME (finished trials are kept).")
+    _add_config_args(p)
+    p.add_argument("--space", required=True, help="search space YAML (jobs/spaces/<method>.yaml; see bridgerec.tuning.space)")
+    p.add_argument("--name", default=None, help="sweep name (default tune-<method>-<model>-<data>-<UTC time>)")
+    p.add_argument("--resume", default=None, metavar="NAME", help="finish the interrupted sweep NAME (same config and work_dir)")
+    p.add_argument("--num-samples", type=int, default=None, help="override the space file's num_samples (trials)")
+    p.add_argument("--search", choices=["optuna", "random"], default=None, help="override the space file's search")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default=None, help="override the space file's scheduler")
+    p.add_argument("--max-concurrent", type=int, default=None, help="override the trials run at once (default: from the cluster)")
+
+    p = sub.add_parser("compare", help="compare MLflow runs: a table (CSV, Markdown) and PNG plots",
+                       description="Reads the runs of an experiment, a sweep (--sweep NAME or its parent run id) or a "
+                       "list of run ids back from MLflow: method, domain model, key parameters, Recall/NDCG@K overall and "
+                       "per slice, training time, state and registered version, sorted by a metric. Writes compare.csv, "
+                       "compare.md, params.png (metric vs each key parameter), slices.png and curves.png (validation "
+                       "metric per epoch); a sweep's files are also logged to its parent run.")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep", default=None, help="a sweep's name or its parent run id")
+    which.add_argument("--runs", nargs="+", default=None, metavar="RUN_ID", help="these runs")
+    p.add_argument("--experiment", default="bridgerec", help="MLflow experiment (default bridgerec; the runs of a "
+                   "sweep are compared with --sweep)")
+    p.add_argument("--split", choices=["valid", "test"], default=None,
+                   help="metrics of each run's best validation epoch (valid; default for --sweep) or of the test split "
+                        "(test; default otherwise: `bridgerec train` logs it, a sweep only for its best trial)")
+    p.add_argument("--k", type=int, default=20, help="K of Recall/NDCG@K (default 20)")
+    p.add_argument("--sort", default=None, help="column to sort by, descending (default recall@K)")
+    p.add_argument("--params", nargs="+", default=None, help="key parameters to show (default: a sweep's searched "
+                   "keys, else the parameters that differ between the runs)")
+    p.add_argument("--top", type=int, default=6, help="runs drawn in the per-slice and learning-curve plots (default 6)")
+    p.add_argument("--out", default=None, help="output directory (default <work-dir>/compare/<sweep or experiment>)")
+    p.add_argument("--all", action="store_true", help="with --experiment: also the sweeps' parent and trial runs")
+    _add_tracking_args(p)
+    _add_verbose(p)
+
+    p = sub.add_parser("promote", help="move a registered model's @champion to a version if it beats the champion",
+                       description="Compares the version's run with the current @champion's run on a validation metric "
+                       "(each run's best epoch) on the same dataset hash; moves the alias only if the version is better "
+                       "(or --force), records the comparison in the version's promote.* tags, and otherwise refuses "
+                       "with a one-line reason (exit 1). `bridgerec serve --model models:/NAME@champion` follows the alias.")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--version", required=True, help="version to promote")
+    p.add_argument("--metric", default="recall@20", help="validation metric to compare (default recall@20)")
+    p.add_argument("--alias", default="champion", help="alias to move (default champion)")
+    p.add_argument("--force", action="store_true", help="promote even if it does not beat the champion or its dataset differs")
+    _add_tracking_args(p)
+    _add_verbose(p)
+
     p = sub.add_parser("config-docs", help="list every config key with its type, default and meaning")
     sub.add_parser("models", help="list the registered domain models (values of model.name)")
     sub.add_parser("methods", help="list the registered method plugins (values of method.name)")
@@ -155,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
-        console.detail("interrupted")
-        print(f"bridgerec {args.command}: interrupted" + (f"; full log: {console.log_path()}" if console.log_path() else ""),
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        console.detail(f"interrupted {exc}")
+        print(f"bridgerec {args.command}: interrupted" + (f": {exc}" if str(exc) else "")
+              + (f"; full log: {console.log_path()}" if console.log_path() else ""), file=sys.stderr)
         return 130
     except _user_errors() as exc:
         if os.environ.get("BRIDGEREC_TRACEBACK"):
@@ -188,6 +241,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         _start(args, args.work_dir)
         workflows.evaluate_and_report(args.run_id, args.split, uri, args.dataset_dir)
         return 0
+    if args.command in ("compare", "promote"):
+        _start(args, args.work_dir)
+        return _tracking_command(args)
     if args.command in ("serve", "index", "recommend"):
         _start(args, args.work_dir)
         return _serving_command(args)
@@ -203,6 +259,42 @@ def _dispatch(args: argparse.Namespace) -> int:
         console.result(f"bridgerec data prepare: {data.path}\nfull log: {console.log_path()}")
     elif args.command == "augment":
         _augment(cfg)
+    elif args.command == "tune":
+        _tune(args, cfg)
+    return 0
+
+
+def _tune(args: argparse.Namespace, cfg) -> None:
+    from bridgerec.workflows.compare import default_out_dir, sweep_report
+    from bridgerec.workflows.tune import run_tune
+
+    spec = {"num_samples": args.num_samples, "search": args.search, "scheduler": args.scheduler,
+            "max_concurrent_trials": args.max_concurrent}
+    summary = run_tune(cfg, args.space, name=args.name, resume=args.resume, spec_overrides=spec)
+    sweep_report(summary, cfg, args.space, default_out_dir(cfg.work_dir, summary.name))
+
+
+def _tracking_command(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
+    if args.command == "promote":
+        from mlflow.tracking import MlflowClient
+
+        from bridgerec.evaluation import mlflow_metric_name
+        from bridgerec.tracking.registry import promote
+
+        p = promote(MlflowClient(uri), args.model, args.version, "valid_" + mlflow_metric_name(args.metric),
+                    alias=args.alias, force=args.force)
+        if not p.accepted:
+            print(f"bridgerec promote: {p.line()}", file=sys.stderr)
+            return 1
+        console.result(f"bridgerec promote: {p.line()}\n  serve it: bridgerec serve --model models:/{args.model}@{args.alias}")
+        return 0
+    from bridgerec.workflows.compare import compare_and_report, default_out_dir
+
+    split = args.split or ("valid" if args.sweep else "test")
+    out = args.out or default_out_dir(args.work_dir, args.sweep or (f"runs-{len(args.runs)}" if args.runs else args.experiment))
+    compare_and_report(uri, out, experiment=args.experiment, sweep=args.sweep, run_ids=args.runs, split=split,
+                       k=args.k, sort=args.sort, params=args.params, top=args.top, all_runs=args.all)
     return 0
 
 

@@ -84,6 +84,8 @@ def test_on_a_terminal_the_quickstart_fits_the_line_budget_with_one_bar(on_a_ter
         assert noise not in out, noise
     assert any(re.match(r"mf\s+0\.\d{4}", ln) for ln in lines) and any(ln.startswith("popularity") for ln in lines)
     assert "MLflow run: " in out and "open the MLflow UI: mlflow ui" in out
+    # registration adds a version with no alias; the quickstart's guarded promote makes the first one @champion
+    assert "[promote] promoted: models:/bridgerec-quickstart/1 -> @champion: no @champion yet" in out, out[-3000:]
 
 
 @pytest.mark.slow

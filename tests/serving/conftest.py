@@ -34,6 +34,7 @@ def trained(ray_session, tiny_config, mlflow_server):
     cfg.model.name, cfg.model.dim = "mf", 16
     cfg.train.epochs, cfg.train.num_workers = 2, 1
     cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.registered_model = mlflow_server, "serving", NAME
+    cfg.tracking.alias = "champion"  # registration points the alias only when asked (promote moves it otherwise)
     summary = train_and_log(cfg, log=lambda m: None)
     return {"cfg": cfg, "summary": summary, "uri": mlflow_server, "data": summary.dataset}
 

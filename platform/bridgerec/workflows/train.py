@@ -17,7 +17,7 @@ from bridgerec.workflows.evaluate import evaluate_model, popularity_baseline
 from bridgerec.workflows.prepare import prepare
 from bridgerec.workflows.report import results_block, run_footer
 
-__all__ = ["RunSummary", "train_and_log", "quickstart", "print_summary"]
+__all__ = ["RunSummary", "train_and_log", "quickstart", "print_summary", "log_selection", "log_for_serving", "promote_new_version"]
 
 
 @dataclass
@@ -51,23 +51,60 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
     with mlflow_run(cfg, data) as (run_id, uri):
         log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
         result = train(cfg, data, run_id=run_id, tracking_uri=uri)
-        log(f"[evaluate] test split, full ranking (best epoch {int(result.best_metrics.get('epoch', 0))})")
+        log(f"[evaluate] best epoch {int(result.best_metrics.get('epoch', 0))} on the valid and test splits, full ranking")
+        log_selection(result.model, data, cfg, result.best_metrics)
         test = evaluate_model(result.model, data, cfg.eval, "test")
-        log("[mlflow] logging metrics, model artifacts and the pyfunc recommender")
-        log_eval(test, "test_")
-        log_eval(baseline, "baseline_popularity_test_")
-        log_model_artifacts(result.model, data, cfg)
-        info = log_pyfunc_model(result.model, data, cfg, cfg.tracking.registered_model,
-                                k=cfg.tracking.recommend_k, alias=cfg.tracking.alias)
-        import mlflow
-
-        mlflow.set_tags({"checkpoint_dir": result.checkpoint_dir, "pyfunc_model_uri": info.model_uri, **inputs})
-        if cfg.tracking.registered_model:
-            log(f"[mlflow] registered models:/{cfg.tracking.registered_model}"
-                + (f"@{cfg.tracking.alias}" if cfg.tracking.alias else f"/{info.registered_model_version}"))
-        model_uri = (f"models:/{cfg.tracking.registered_model}/{info.registered_model_version}"
-                     if cfg.tracking.registered_model and info.registered_model_version else info.model_uri)
+        model_uri = log_for_serving(result.model, data, cfg, test, baseline, {"checkpoint_dir": result.checkpoint_dir, **inputs}, log)
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir, model_uri)
+
+
+def log_selection(model, data: DatasetDir, cfg: Config, best_metrics: dict) -> EvalResult:
+    """Into the active run: the best epoch's number and its validation metrics with every slice as
+    ``best_valid_*`` (what `bridgerec compare` shows and `bridgerec promote` compares)."""
+    import mlflow
+
+    valid = evaluate_model(model, data, cfg.eval, "valid")
+    log_eval(valid, "best_valid_")
+    mlflow.log_metric("best_epoch", float(best_metrics.get("epoch", 0)))
+    return valid
+
+
+def log_for_serving(model, data: DatasetDir, cfg: Config, test: EvalResult, baseline: EvalResult | None,
+                    tags: dict[str, str], log=say) -> str:
+    """Into the active run: test metrics (and the popularity baseline's), the model artifacts and
+    the pyfunc recommender, registered as a new version when ``tracking.registered_model`` is set
+    (with no alias unless ``tracking.alias``: `bridgerec promote` moves ``champion``). Returns the
+    model's URI (``models:/NAME/VERSION`` when registered)."""
+    import mlflow
+
+    log("[mlflow] logging metrics, model artifacts and the pyfunc recommender")
+    log_eval(test, "test_")
+    if baseline is not None:
+        log_eval(baseline, "baseline_popularity_test_")
+    log_model_artifacts(model, data, cfg)
+    name = cfg.tracking.registered_model
+    info = log_pyfunc_model(model, data, cfg, name, k=cfg.tracking.recommend_k, alias=cfg.tracking.alias)
+    mlflow.set_tags({"pyfunc_model_uri": info.model_uri, **tags})
+    if not (name and info.registered_model_version):
+        return info.model_uri
+    version = info.registered_model_version
+    log(f"[mlflow] registered models:/{name}/{version}" + (f" and pointed @{cfg.tracking.alias} at it" if cfg.tracking.alias
+        else f"; `bridgerec promote --model {name} --version {version}` makes it @champion if it beats the champion"))
+    return f"models:/{name}/{version}"
+
+
+def promote_new_version(cfg: Config, s: RunSummary, log=say) -> None:
+    """The quickstart's guarded promotion of the version it registered (the first one becomes @champion)."""
+    from mlflow.tracking import MlflowClient
+
+    from bridgerec.tracking.registry import promote
+    from bridgerec.training.loop import valid_metric_key
+
+    if not (s.model_uri and s.model_uri.startswith("models:/") and not cfg.tracking.alias):
+        return
+    name, version = s.model_uri[len("models:/"):].rsplit("/", 1)
+    p = promote(MlflowClient(s.tracking_uri), name, version, valid_metric_key(cfg))
+    log(f"[promote] {p.line()}")
 
 
 def quickstart(cfg: Config, log=say, serve: bool = True, keep_serving: bool = False, port: int = 8000) -> RunSummary:
@@ -75,6 +112,7 @@ def quickstart(cfg: Config, log=say, serve: bool = True, keep_serving: bool = Fa
     then the model served with Ray Serve and queried once over HTTP (``serve``); ``keep_serving``
     leaves the app up until Ctrl-C."""
     s = train_and_log(cfg, log=log)
+    promote_new_version(cfg, s, log)
     served = None
     if serve and s.model_uri:
         from bridgerec.workflows.serve import serve_and_query
