@@ -53,10 +53,13 @@ COLUMNS = [  # (header, slice or None for all users, metric)
 ]
 
 
-def bench_config(args: argparse.Namespace, method: str, seed: int, stamp: str) -> Config:
+def bench_config(args: argparse.Namespace, method: str, seed: int, stamp: str, source: str | None = None) -> Config:
+    # the run name carries everything that makes a run different: a run started under the name of a
+    # finished one resumes it (restores its last checkpoint and trains no further)
+    name = f"bench-methods-{method}-{args.preset}-s{seed}" + (f"-{source}" if source else "") + f"-{stamp}"
     overrides = [
         f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
-        f"train.seed={seed}", "tracking.enabled=false", f"run_name=bench-methods-{method}-{args.preset}-s{seed}-{stamp}",
+        f"train.seed={seed}", "tracking.enabled=false", f"run_name={name}",
     ]
     if args.epochs:
         overrides.append(f"train.epochs={args.epochs}")
@@ -135,7 +138,7 @@ def main() -> None:
         for source in ([None] if method == "base" else sources):
             row = method if source is None or len(sources) == 1 else f"{method} ({source})"
             for seed in range(args.seeds):
-                cfg = bench_config(args, method, seed, stamp)
+                cfg = bench_config(args, method, seed, stamp, source)
                 if source is not None:
                     cfg.method.semantic.source = source
                 fit_batch_size(cfg, data)

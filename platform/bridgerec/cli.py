@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     p = sub.add_parser("augment", help="run LLM augmentation stages (profiles, text_embeddings, pairs, attributes, prompt_aug)",
-                       description="Runs augment.stages (dependencies first) for the prepared dataset on Ray Data; finished "
+                       description="Prepares (or reuses) the dataset, then runs augment.stages (dependencies first) on Ray Data; finished "
                        "stages are reused, interrupted ones resume. Outputs: <dataset_dir>/augment/<stage>/<hash>/.")
     _add_config_args(p)
 
@@ -365,9 +365,9 @@ def _serve(args: argparse.Namespace, tracking_uri: str) -> int:
 
 def _augment(cfg) -> None:
     from bridgerec.augment import run_augmentations
-    from bridgerec.runtime import init_ray
+    from bridgerec.workflows import prepare
 
-    init_ray(cfg.ray)
+    prepare(cfg)  # prepare (or reuse) the dataset, as train does; starts or joins Ray
     results = run_augmentations(cfg, cfg.augment.stages)
     width = max(len(n) for n in results)
     lines = ["", f"{'stage':<{width}}  {'rows':>8}  {'computed':>8}  {'seconds':>8}  output"]

@@ -65,3 +65,15 @@ def test_asha_needs_room_to_stop(tmp_path):
     spec = load_space(_write(tmp_path, "params: {train.lr: {uniform: [0.001, 0.1]}}\ngrace_period: 3"))
     with pytest.raises(ConfigError, match="grace_period 3 >= train.epochs 3"):
         check_space(spec, load_config(None, ["train.epochs=3"]), "s")
+
+
+def test_concurrency_follows_the_cluster_and_the_trial_size(tmp_path):
+    from bridgerec.tuning import max_concurrent
+
+    spec = load_space(_write(tmp_path, "params: {train.lr: {uniform: [0.001, 0.1]}}"))
+    two_workers = load_config(None, ["train.num_workers=2"])
+    assert max_concurrent(spec, two_workers, {"CPU": 8.0}) == 4
+    assert max_concurrent(spec, two_workers, {"CPU": 1.0}) == 1  # at least one
+    assert max_concurrent(spec, load_config(None, ["train.num_workers=2", "train.use_gpu=true"]), {"CPU": 64.0, "GPU": 8.0}) == 4
+    capped = load_space(_write(tmp_path, "params: {train.lr: {uniform: [0.001, 0.1]}}\nmax_concurrent_trials: 3"))
+    assert max_concurrent(capped, two_workers, {"CPU": 64.0}) == 3
