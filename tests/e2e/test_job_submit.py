@@ -109,12 +109,12 @@ def test_submitted_train_job_logs_to_mlflow_server(ray_head, mlflow_server, tmp_
     arts = {a.path for a in mc.list_artifacts(run.info.run_id, "model")}
     assert {"model/weights.pt", "model/item_embeddings.npy", "model/user_ids.parquet"} <= arts
 
-    # the job registered its recommender; it loads by alias and recommends
-    version = mc.get_model_version_by_alias("submitted-mf", "champion")
-    assert version.run_id == run.info.run_id
+    # the job registered its recommender (no alias: `bridgerec promote` moves @champion); it loads and recommends
+    versions = mc.search_model_versions("name = 'submitted-mf'")
+    assert [v.run_id for v in versions] == [run.info.run_id] and not versions[0].aliases
     mlflow.set_tracking_uri(mlflow_server)
     users = pd.read_parquet(os.path.join(str(tmp_path), "work", "datasets", "synthetic-tiny", "users"))
-    out = mlflow.pyfunc.load_model("models:/submitted-mf@champion").predict(pd.DataFrame({"user_id": [users["user_id"].iloc[0]]}))
+    out = mlflow.pyfunc.load_model(f"models:/submitted-mf/{versions[0].version}").predict(pd.DataFrame({"user_id": [users["user_id"].iloc[0]]}))
     assert len(out) == 10 and out["rank"].tolist() == list(range(1, 11))
 
 

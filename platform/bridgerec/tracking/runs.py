@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 __all__ = [
-    "SWEEP_TAG", "TRIAL_TAG", "TRIAL_STATE_TAG", "PARENT_TAG",
+    "SWEEP_TAG", "TRIAL_TAG", "TRIAL_STATE_TAG", "STOPPED_AT_TAG", "PARENT_TAG",
     "find_sweep_run", "find_trial_run", "child_runs", "valid_metric", "best_valid_key",
 ]
 
@@ -16,6 +16,9 @@ TRIAL_TAG = "bridgerec.trial_id"
 """On a trial's child run: the Tune trial id."""
 TRIAL_STATE_TAG = "bridgerec.trial_state"
 """On a trial's child run: completed, stopped_early (by the scheduler) or error."""
+STOPPED_AT_TAG = "bridgerec.stopped_at_epoch"
+"""On a trial the scheduler stopped: the epoch of its decision (the trial may finish the epoch it
+is in before the stop reaches it, so its run can hold a few more)."""
 PARENT_TAG = "mlflow.parentRunId"
 
 

@@ -68,7 +68,7 @@ def _search_alg(spec: SweepSpec):
     return OptunaSearch(seed=spec.seed)
 
 
-def _scheduler(spec: SweepSpec, cfg: Config, on_stop: Callable[[str], None]):
+def _scheduler(spec: SweepSpec, cfg: Config, on_stop: Callable[[str, Any], None]):
     if spec.scheduler == "fifo":
         return None
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
@@ -80,7 +80,7 @@ def _scheduler(spec: SweepSpec, cfg: Config, on_stop: Callable[[str], None]):
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
-                on_stop(trial.trial_id)
+                on_stop(trial.trial_id, result.get(self._time_attr))
             return decision
 
     # max_t one past the last epoch: at max_t ASHA stops the trial itself, before the trial function
@@ -112,9 +112,9 @@ def _run_config(cfg: Config, name: str, callbacks: list):
 
 
 def build_tuner(trial_fn: Callable, context: dict[str, Any], spec: SweepSpec, cfg: Config, name: str,
-                concurrency: int, callbacks: list, on_stop: Callable[[str], None]):
+                concurrency: int, callbacks: list, on_stop: Callable[[str, Any], None]):
     """A new Tuner for sweep ``name`` over ``spec`` (the metric: ``valid_<train.select_metric>``, max).
-    ``on_stop(trial_id)`` is called for every trial the scheduler stops (it must pickle: the
+    ``on_stop(trial_id, epoch)`` is called for every trial the scheduler stops (at that epoch) (it must pickle: the
     scheduler is saved with the experiment)."""
     from ray import tune
 

@@ -27,7 +27,7 @@ from bridgerec.evaluation import EvalResult, check_eval_ks
 from bridgerec.methods.inputs import load_method_inputs, pin_method_inputs
 from bridgerec.tracking import log_eval, mlflow_run
 from bridgerec.tracking.runs import (
-    PARENT_TAG, SWEEP_TAG, TRIAL_STATE_TAG, TRIAL_TAG, best_valid_key, find_sweep_run, find_trial_run,
+    PARENT_TAG, STOPPED_AT_TAG, SWEEP_TAG, TRIAL_STATE_TAG, TRIAL_TAG, best_valid_key, find_sweep_run, find_trial_run,
 )
 from bridgerec.training import check_plugins, train
 from bridgerec.training.driver import load_model_from_checkpoint_dir
@@ -153,14 +153,17 @@ class _MarkStopped:
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
         self.uri, self.experiment_id, self.parent = tracking_uri, experiment_id, parent_run_id
 
-    def __call__(self, trial_id: str) -> None:
+    def __call__(self, trial_id: str, epoch=None) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.uri)
         run_id = find_trial_run(client, self.experiment_id, self.parent, trial_id)
         if run_id:
             client.set_tag(run_id, TRIAL_STATE_TAG, "stopped_early")
-        say(f"[tune] trial {trial_id} stopped early by the scheduler")
+            if epoch is not None:
+                client.set_tag(run_id, STOPPED_AT_TAG, int(epoch))
+        at = f" after epoch {int(epoch)}" if epoch is not None else ""
+        say(f"[tune] trial {trial_id} stopped early by the scheduler{at}")
 
 
 def _settle_trials(client, results, parent_run_id: str, experiment_id: str, metric: str, total: int) -> tuple[dict[str, int], bool]:
