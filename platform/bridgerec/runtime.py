@@ -10,7 +10,9 @@ import ray
 
 from bridgerec import console
 
-__all__ = ["init_ray", "default_device"]
+__all__ = ["init_ray", "local_cores", "default_device"]
+
+_LOCAL_CORES: Optional[int] = None  # set when this process started Ray itself
 
 
 def init_ray(cfg: Any = None, *, address: Optional[str] = None, num_cpus: Optional[int] = None) -> dict:
@@ -36,13 +38,20 @@ def init_ray(cfg: Any = None, *, address: Optional[str] = None, num_cpus: Option
     if address:
         ray.init(address=address, **common)
     else:
+        global _LOCAL_CORES
         num_cpus = num_cpus or max(8, os.cpu_count() or 1)
         ray.init(num_cpus=num_cpus, **common)
+        _LOCAL_CORES = os.cpu_count() or 1
     ctx = ray.data.DataContext.get_current()  # importing ray.data configures its loggers
     ctx.enable_progress_bars = bool(int(os.environ.get("BRIDGEREC_PROGRESS_BARS", "0")))
     console.quiet_libraries()
     console.detail(f"ray: {ray.get_runtime_context().gcs_address}; workers' logs under {_session_dir()}")
     return ray.cluster_resources()
+
+
+def local_cores() -> Optional[int]:
+    """The machine's cores when this process started Ray itself (its logical CPUs overstate them), else None."""
+    return _LOCAL_CORES if ray.is_initialized() else None
 
 
 def _session_dir() -> str:

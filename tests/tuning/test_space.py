@@ -77,3 +77,8 @@ def test_concurrency_follows_the_cluster_and_the_trial_size(tmp_path):
     assert max_concurrent(spec, load_config(None, ["train.num_workers=2", "train.use_gpu=true"]), {"CPU": 64.0, "GPU": 8.0}) == 4
     capped = load_space(_write(tmp_path, "params: {train.lr: {uniform: [0.001, 0.1]}}\nmax_concurrent_trials: 3"))
     assert max_concurrent(capped, two_workers, {"CPU": 64.0}) == 3
+    # a Ray started locally advertises max(8, cores) logical CPUs: CPU trials count the cores
+    assert max_concurrent(spec, two_workers, {"CPU": 8.0}, cores=2) == 1
+    assert max_concurrent(spec, two_workers, {"CPU": 8.0}, cores=16) == 4
+    gpu = load_config(None, ["train.num_workers=2", "train.use_gpu=true"])
+    assert max_concurrent(spec, gpu, {"CPU": 8.0, "GPU": 4.0}, cores=2) == 2  # GPUs are not capped by cores

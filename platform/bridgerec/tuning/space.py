@@ -48,7 +48,8 @@ class SweepSpec(Section):
     reduction_factor: float = 2.0
     """ASHA: a trial continues past a rung only if it is in the top 1/reduction_factor there."""
     max_concurrent_trials: Optional[int] = None
-    """Trials running at once; None = the cluster's CPUs (GPUs with train.use_gpu) // what one trial's workers take."""
+    """Trials running at once; None = the cluster's CPUs (GPUs with train.use_gpu) // what one trial's workers take
+    (a Ray started by bridgerec counts the machine's cores, not its max(8, cores) logical CPUs)."""
     seed: Optional[int] = 0
     """Seed of the search algorithm (None: unseeded)."""
 

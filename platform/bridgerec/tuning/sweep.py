@@ -16,7 +16,7 @@ and an interrupted trial's Train run resumes from its latest checkpoint.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from bridgerec import console
 from bridgerec.config import Config, ConfigError, with_values
@@ -40,13 +40,20 @@ def sweep_path(cfg: Config, name: str) -> str:
     return os.path.join(cfg.storage_path(), name)
 
 
-def max_concurrent(spec: SweepSpec, cfg: Config, resources: dict[str, float]) -> int:
+def max_concurrent(spec: SweepSpec, cfg: Config, resources: dict[str, float], cores: Optional[int] = None) -> int:
     """``spec.max_concurrent_trials`` or as many trials as the cluster holds Train workers for
-    (one CPU per worker; one GPU per worker with ``train.use_gpu``), at least 1."""
+    (one CPU per worker; one GPU per worker with ``train.use_gpu``), at least 1.
+
+    ``cores``: the machine's cores when Ray was started locally, which advertises ``max(8, cores)``
+    logical CPUs so that small actors schedule: CPU trials count the cores, not those (on 2 cores,
+    4 trials of 2 workers each would share them and each run at a quarter speed)."""
     if spec.max_concurrent_trials:
         return spec.max_concurrent_trials
     kind = "GPU" if cfg.train.use_gpu else "CPU"
-    return max(1, int(resources.get(kind, 1) // cfg.train.num_workers))
+    have = resources.get(kind, 1)
+    if kind == "CPU" and cores:
+        have = min(have, cores)
+    return max(1, int(have // cfg.train.num_workers))
 
 
 def check_space(spec: SweepSpec, cfg: Config, source: str) -> None:

@@ -25,6 +25,7 @@ from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, check_eval_ks
 from bridgerec.methods.inputs import load_method_inputs, pin_method_inputs
+from bridgerec.runtime import local_cores
 from bridgerec.tracking import log_eval, mlflow_run
 from bridgerec.tracking.runs import (
     PARENT_TAG, STOPPED_AT_TAG, SWEEP_TAG, TRIAL_STATE_TAG, TRIAL_TAG, best_valid_key, find_sweep_run, find_trial_run,
@@ -227,7 +228,7 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
     inputs = pin_method_inputs(cfg, data)
     load_method_inputs(cfg, data)  # semantic inputs computed (and cached) once, before any trial
     metric = valid_metric_key(cfg)
-    concurrency = max_concurrent(spec, cfg, ray.cluster_resources())
+    concurrency = max_concurrent(spec, cfg, ray.cluster_resources(), local_cores())
     log(f"[tune] sweep {name}: {spec.total_trials()} trial(s), {spec.search} search, {spec.scheduler} scheduler, "
         f"{concurrency} at a time, selecting on {metric}")
     client = MlflowClient(cfg.tracking.uri)
