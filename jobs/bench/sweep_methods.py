@@ -84,20 +84,27 @@ def main() -> None:
             fit_batch_size(cfg, data)
             print(f"[bench] {method} best config, seed {seed}", flush=True)
             results.setdefault(method, []).append(run(cfg, data))
+        # written after every method: an interrupted benchmark keeps the methods it finished
+        write_report(report(args, data, best, results, done=len(best) == len(methods)), args.out)
+
+
+def report(args: argparse.Namespace, data, best: dict, results: dict, done: bool) -> str:
     c = data.manifest["counts"]
     lines = [f"# Tuned against tuned: swept methods on LightGCN, synthetic `{args.preset}` ({c['users']} users, "
              f"{c['items']} items, {c['train']} training events)", "",
              f"Sweeps: {args.trials} trials each (jobs/spaces/<method>.yaml: Optuna TPE, ASHA), selected on validation "
              f"recall@20 only; then the best config with seeds 0..{args.seeds - 1} on the test split (full ranking). "
-             f"{os.cpu_count()} CPU cores.", "", "| method | sweep | trials | best parameters | best valid R@20 |",
-             "|---|---|---|---|---:|"]
+             f"{os.cpu_count()} CPU cores.", ""]
+    if not done:
+        lines += ["**Partial**: the benchmark was still running (or was interrupted) after the methods below.", ""]
+    lines += ["| method | sweep | trials | best parameters | best valid R@20 |", "|---|---|---|---|---:|"]
     for method, s in best.items():
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.best_params.items())
         states = ", ".join(f"{n} {st}" for st, n in sorted(s.states.items()))
         lines.append(f"| {method} | {s.name} | {states} | {params} | {s.best_valid:.4f} |")
     lines += ["", "Best configs over seeds (test split; relative change vs the tuned base):", "", table(results), "",
               *goal(results), ""]
-    write_report("\n".join(lines), args.out)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
