@@ -82,3 +82,36 @@ def test_concurrency_follows_the_cluster_and_the_trial_size(tmp_path):
     assert max_concurrent(spec, two_workers, {"CPU": 8.0}, cores=16) == 4
     gpu = load_config(None, ["train.num_workers=2", "train.use_gpu=true"])
     assert max_concurrent(spec, gpu, {"CPU": 8.0, "GPU": 4.0}, cores=2) == 2  # GPUs are not capped by cores
+
+
+def test_asha_rungs_survive_a_resume(tmp_path):
+    """Tuner.restore brings the scheduler back as pickled at the start: the rungs come from its file."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from bridgerec.tuning.sweep import _scheduler
+
+    spec = load_space(_write(tmp_path, "params: {train.lr: {uniform: [0.001, 0.1]}}\nscheduler: asha\ngrace_period: 1"))
+    cfg = load_config(None, ["train.epochs=3"])
+    state = str(tmp_path / "sweep" / "asha_rungs.json")
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    def scheduler(stopped):
+        s = _scheduler(spec, cfg, lambda trial_id, epoch: stopped.append((trial_id, epoch)), state)
+        s.set_search_properties("valid_recall_at_20", "max")
+        return s
+
+    stopped = []
+    first = scheduler(stopped)
+    first.on_trial_add(None, Trial("good"))
+    assert first.on_trial_result(None, Trial("good"), {"epoch": 1, "valid_recall_at_20": 0.5}) == TrialScheduler.CONTINUE
+    resumed = scheduler(stopped)  # as after --resume: a fresh object, the same file
+    resumed.on_trial_add(None, Trial("bad"))
+    assert resumed.on_trial_result(None, Trial("bad"), {"epoch": 1, "valid_recall_at_20": 0.1}) == TrialScheduler.STOP
+    assert stopped == [("bad", 1)]
+    fresh = _scheduler(spec, cfg, lambda *a: None, str(tmp_path / "other.json"))  # without the file: nothing to compare with
+    fresh.set_search_properties("valid_recall_at_20", "max")
+    fresh.on_trial_add(None, Trial("bad"))
+    assert fresh.on_trial_result(None, Trial("bad"), {"epoch": 1, "valid_recall_at_20": 0.1}) == TrialScheduler.CONTINUE

@@ -15,6 +15,7 @@ and an interrupted trial's Train run resumes from its latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Optional
 
@@ -38,6 +39,10 @@ def trial_run_name(sweep: str, trial_id: str) -> str:
 
 def sweep_path(cfg: Config, name: str) -> str:
     return os.path.join(cfg.storage_path(), name)
+
+
+ASHA_STATE = "asha_rungs.json"
+"""ASHA's rungs (trial id -> metric per milestone), kept in the sweep's directory across --resume."""
 
 
 def max_concurrent(spec: SweepSpec, cfg: Config, resources: dict[str, float], cores: Optional[int] = None) -> int:
@@ -75,20 +80,47 @@ def _search_alg(spec: SweepSpec):
     return OptunaSearch(seed=spec.seed)
 
 
-def _scheduler(spec: SweepSpec, cfg: Config, on_stop: Callable[[str, Any], None]):
+def _scheduler(spec: SweepSpec, cfg: Config, on_stop: Callable[[str, Any], None], state_path: str):
     if spec.scheduler == "fifo":
         return None
     from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
     class RecordingASHA(AsyncHyperBandScheduler):
         """ASHA that reports each trial it stops (Tune marks stopped and interrupted trials alike
-        TERMINATED, so the sweep could not tell an early stop from a Ctrl-C otherwise)."""
+        TERMINATED, so the sweep could not tell an early stop from a Ctrl-C otherwise), and keeps
+        its rungs in ``state_path``: ``Tuner.restore`` brings the scheduler back as it was pickled
+        when the sweep started, so a resumed sweep would otherwise forget every result recorded at
+        a rung and stop nothing until the rungs filled again."""
+
+        _rungs_loaded = False
 
         def on_trial_result(self, tune_controller, trial, result):
+            self._load_rungs()
             decision = super().on_trial_result(tune_controller, trial, result)
+            self._save_rungs()
             if decision == TrialScheduler.STOP:
                 on_stop(trial.trial_id, result.get(self._time_attr))
             return decision
+
+        def _load_rungs(self) -> None:
+            if self._rungs_loaded:
+                return
+            self._rungs_loaded = True
+            if "://" not in state_path and os.path.exists(state_path):
+                with open(state_path) as fh:
+                    saved = json.load(fh)
+                for bracket, rungs in zip(self._brackets, saved):
+                    for (_, recorded), kept in zip(bracket._rungs, rungs):
+                        recorded.update(kept)
+
+        def _save_rungs(self) -> None:
+            if "://" in state_path:  # cloud storage: kept in memory only (a resume starts the rungs afresh)
+                return
+            os.makedirs(os.path.dirname(state_path), exist_ok=True)
+            tmp = state_path + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump([[recorded for _, recorded in b._rungs] for b in self._brackets], fh)
+            os.replace(tmp, state_path)
 
     # max_t one past the last epoch: at max_t ASHA stops the trial itself, before the trial function
     # returns and logs its best epoch (a finished trial must end on its own)
@@ -136,7 +168,7 @@ def build_tuner(trial_fn: Callable, context: dict[str, Any], spec: SweepSpec, cf
         _trainable(trial_fn, context),
         param_space=spec.tune_space(),
         tune_config=tune.TuneConfig(
-            metric=valid_metric_key(cfg), mode="max", search_alg=_search_alg(spec), scheduler=_scheduler(spec, cfg, on_stop),
+            metric=valid_metric_key(cfg), mode="max", search_alg=_search_alg(spec), scheduler=_scheduler(spec, cfg, on_stop, os.path.join(sweep_path(cfg, name), ASHA_STATE)),
             num_samples=spec.num_samples, max_concurrent_trials=concurrency, trial_dirname_creator=_trial_dirname,
         ),
         run_config=_run_config(cfg, name, callbacks),

@@ -25,7 +25,7 @@ from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, check_eval_ks
 from bridgerec.methods.inputs import load_method_inputs, pin_method_inputs
-from bridgerec.runtime import local_cores
+from bridgerec.runtime import local_cores, state_api_reachable
 from bridgerec.tracking import log_eval, mlflow_run
 from bridgerec.tracking.runs import (
     PARENT_TAG, STOPPED_AT_TAG, SWEEP_TAG, TRIAL_STATE_TAG, TRIAL_TAG, best_valid_key, find_sweep_run, find_trial_run,
@@ -167,6 +167,32 @@ class _MarkStopped:
         say(f"[tune] trial {trial_id} stopped early by the scheduler{at}")
 
 
+def _left_placement_groups(log, wait_s: float = 20.0) -> int:
+    """After a finished sweep: the placement groups that trials' Train workers left behind (Ray
+    Train removes a stopped trial's through the State API: ray-project/ray#54305). Checked only on
+    a Ray this process started (a shared cluster holds other jobs' groups); any left are removed and
+    counted in a warning. Returns how many were left."""
+    if not local_cores():
+        return 0
+    from ray.util import placement_group_table
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray._raylet import PlacementGroupID
+
+    def workers_groups() -> list[str]:
+        return [pg_id for pg_id, pg in placement_group_table().items() if pg["state"] != "REMOVED"
+                and any(b.get("CPU") or b.get("GPU") for b in pg["bundles"].values())]
+
+    deadline = time.time() + wait_s
+    while (left := workers_groups()) and time.time() < deadline:
+        time.sleep(1)
+    if left:
+        log(f"[tune] warning: {len(left)} placement group(s) of stopped trials' workers were still held after the "
+            "sweep (Ray Train could not remove them; see ray-project/ray#54305); removing them")
+        for pg_id in left:
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
+    return len(left)
+
+
 def _settle_trials(client, results, parent_run_id: str, experiment_id: str, metric: str, total: int) -> tuple[dict[str, int], bool]:
     """Each trial's state: ``completed`` (its function returned), ``stopped_early`` (the scheduler
     stopped it), ``error``, or ``interrupted`` (Ctrl-C, or never started). Unless the sweep was
@@ -231,6 +257,11 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
     concurrency = max_concurrent(spec, cfg, ray.cluster_resources(), local_cores())
     log(f"[tune] sweep {name}: {spec.total_trials()} trial(s), {spec.search} search, {spec.scheduler} scheduler, "
         f"{concurrency} at a time, selecting on {metric}")
+    if spec.scheduler == "asha" and not state_api_reachable():
+        log("[tune] warning: Ray's State API does not answer (no dashboard on this cluster, or several local Ray "
+            "instances on this machine): Ray Train cannot remove the placement group of a trial the scheduler stops, "
+            "and later trials may wait for its CPUs forever (ray-project/ray#54305). Run the sweep on a cluster with "
+            "a dashboard (`ray start --head` has one; so does the Ray bridgerec starts), alone on this machine.")
     client = MlflowClient(cfg.tracking.uri)
     existing = find_sweep_run(client, cfg.tracking.experiment, name) if resume else None
     with mlflow_run(cfg, data, name, tags={SWEEP_TAG: name}, run_id=existing) as (parent_id, uri):
@@ -255,6 +286,7 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
             raise KeyboardInterrupt(f"sweep {name} saved at {path} ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}); "
                                     f"finish it with: bridgerec tune --config ... --space {space} --resume {name}")
         mlflow.set_tag("bridgerec.sweep_state", "finished")
+        _left_placement_groups(log)  # (an interrupted sweep's Ray goes down with it, groups and all)
         log("[tune] trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         best, best_value, ckpt = _best_trial(results, metric)
         params = {k: v for k, v in best.config.items()}
