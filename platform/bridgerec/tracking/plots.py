@@ -72,6 +72,12 @@ def plot_params(c: Comparison, path: str) -> str | None:
             ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
         elif c.searched.get(param, "").startswith("loguniform"):
             ax.set_xscale("log")
+            # a range under a decade gets labelled minor ticks that overlap ("2×10⁻² 3×10⁻² ..."): plain labels, few of them
+            from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(param)
         ax.set_ylabel(f"{c.split} {c.sort}")
         ax.grid(alpha=0.3)
