@@ -29,6 +29,9 @@ class Method(nn.Module, abc.ABC):
     """Augmentation outputs this method reads (keys of ``inputs``), e.g. ``item_text_emb``."""
     supports_zero3: ClassVar[bool] = True
     """False when the method reads the domain model's parameters outside its ``forward``."""
+    trains_llm: ClassVar[bool] = False
+    """True when what trains is the LLM (LoRA instruction tuning, :mod:`bridgerec.training.sft`),
+    not the domain model: `bridgerec train` then runs the method's own workflow (``bigrec``)."""
 
     def __init__(self, cfg: Any, domain: DomainModel, inputs: dict[str, np.ndarray]):
         """``cfg``: the ``method`` section (:class:`bridgerec.methods.config.MethodConfig`)."""

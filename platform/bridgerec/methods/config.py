@@ -13,7 +13,7 @@ from pydantic import model_validator
 
 from bridgerec._config_base import Section
 
-__all__ = ["MethodConfig", "SemanticInputConfig", "RLMRecConfig", "DaRecConfig"]
+__all__ = ["MethodConfig", "SemanticInputConfig", "RLMRecConfig", "DaRecConfig", "BIGRecConfig"]
 
 
 class SemanticInputConfig(Section):
@@ -89,15 +89,57 @@ class DaRecConfig(Section):
         return self
 
 
+class BIGRecConfig(Section):
+    train_samples: Optional[int] = 1024
+    """Instruction examples the LLM is tuned on: N distinct users, one random (history -> next item)
+    window each (the paper's few-shot setting, 1,024 samples); None = every window of every user."""
+    history_len: int = 10
+    """Most recent items the prompt shows (oldest first)."""
+    max_length: int = 128
+    """Most tokens of one instruction example (prompt cut from the left; the target always survives)."""
+    max_new_tokens: int = 32
+    """Most tokens generated per user (a title is short)."""
+    ground_with: Literal["encoder", "llm_hidden"] = "encoder"
+    """How the generated title and the item titles are embedded for L2 grounding: `encoder` = the text
+    encoder (encoder.*); `llm_hidden` = the base LLM's last-layer hidden state of the last token
+    (the paper's choice)."""
+    reweight: Literal["none", "popularity"] = "popularity"
+    """Prior multiplied into the grounding distance: dist x (1 + prior)^(-gamma); `popularity` = the
+    min-max normalised share of training interactions; `none` = grounding alone."""
+    gammas: list[float] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    """Grid searched for gamma on the VALIDATION split (by train.select_metric)."""
+    gamma: Optional[float] = None
+    """A fixed gamma (no search); None = search `gammas`."""
+    valid_distance: float = 0.5
+    """A generation is "valid" when its embedding lies within this L2 distance of an item's
+    (reported, not used to rank; 0.5 on unit-normalised encoder embeddings is a close paraphrase)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "BIGRecConfig":
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError("method.bigrec.train_samples must be >= 1 or null (all examples)")
+        if self.history_len < 1 or self.max_length < 8 or self.max_new_tokens < 1:
+            raise ValueError("method.bigrec.history_len and max_new_tokens must be >= 1, max_length >= 8")
+        if not self.gammas or any(g < 0 for g in self.gammas):
+            raise ValueError("method.bigrec.gammas must be a non-empty list of values >= 0")
+        if self.gamma is not None and self.gamma < 0:
+            raise ValueError("method.bigrec.gamma must be >= 0")
+        return self
+
+
 class MethodConfig(Section):
     name: str = "base"
     """Method plugin (see `bridgerec methods`): base, rlmrec-con, rlmrec-gen, darec, ..."""
     loss_weights: dict[str, float] = {}
     """Weight per named loss (e.g. {align: 0.1}); a loss not listed has weight 1. Names: base: rec;
-    rlmrec-con: rec, align; rlmrec-gen: rec, recon; darec: rec, rec_shared, orth, shared, global, local."""
+    rlmrec-con: rec, align; rlmrec-gen: rec, recon; darec: rec, rec_shared, orth, shared, global, local;
+    bigrec: sft (the LLM's next-title loss)."""
     semantic: SemanticInputConfig = SemanticInputConfig()
     """Where the LLM-side embeddings of the alignment methods (rlmrec-*, darec) come from."""
     rlmrec: RLMRecConfig = RLMRecConfig()
     """RLMRec (arXiv 2310.15950) settings: rlmrec-con and rlmrec-gen."""
     darec: DaRecConfig = DaRecConfig()
     """DaRec (arXiv 2408.08231) settings."""
+    bigrec: BIGRecConfig = BIGRecConfig()
+    """BIGRec (arXiv 2308.08434) settings: the LLM is tuned with LoRA (llm.lora.*, train.*) to write the
+    next item's title, which is grounded to items and reweighted."""

@@ -30,6 +30,7 @@ METHODS: Registry = Registry(
         "rlmrec-con": "bridgerec.methods.rlmrec:RLMRecCon",
         "rlmrec-gen": "bridgerec.methods.rlmrec:RLMRecGen",
         "darec": "bridgerec.methods.darec:DaRec",
+        "bigrec": "bridgerec.methods.bigrec:BIGRec",
     },
     check=_adopt,
 )

@@ -11,20 +11,23 @@ def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
     """One line per model: Recall/NDCG@K overall and Recall@max(K) on long-tail users."""
     k_max = max(ks)
     cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
-    head = f"{'model':<14}" + "".join(f"{c:>11}" for c in cols) + f"{'tail-user R@' + str(k_max):>16}{'cold-item R@' + str(k_max):>16}"
+    w = max(14, *(len(n) + 2 for n in rows))
+    head = f"{'model':<{w}}" + "".join(f"{c:>11}" for c in cols) + f"{'tail-user R@' + str(k_max):>16}{'cold-item R@' + str(k_max):>16}"
     lines = [head, "-" * len(head)]
     for name, res in rows.items():
         vals = "".join(f"{res.overall.get(c, float('nan')):>11.4f}" for c in cols)
         tail = res.slices.get("long_tail_users", {}).get(f"recall@{k_max}", float("nan"))
         cold = res.slices.get("cold_items", {}).get(f"recall@{k_max}", float("nan"))
-        lines.append(f"{name:<14}{vals}{tail:>16.4f}{cold:>16.4f}")
+        lines.append(f"{name:<{w}}{vals}{tail:>16.4f}{cold:>16.4f}")
     return "\n".join(lines)
 
 
-def results_block(title: str, baseline: EvalResult, name: str, result: EvalResult, ks: list[int], footer: list[str]) -> str:
+def results_block(title: str, baseline: EvalResult, name: str, result: EvalResult, ks: list[int], footer: list[str],
+                  extra: dict[str, EvalResult] | None = None) -> str:
     """What train, quickstart and evaluate end with: a blank line, ``title``, the model beside
-    popularity (:func:`results_table`), a blank line, then ``footer`` (:func:`run_footer`)."""
-    return "\n".join(["", title, results_table({"popularity": baseline, name: result}, ks), "", *footer])
+    popularity (:func:`results_table`; ``extra`` rows after popularity), a blank line, then
+    ``footer`` (:func:`run_footer`)."""
+    return "\n".join(["", title, results_table({"popularity": baseline, **(extra or {}), name: result}, ks), "", *footer])
 
 
 def run_footer(run_id: str | None, experiment: str, ui: str | None, seconds: float | None = None,

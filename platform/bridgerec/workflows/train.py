@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridgerec import console
 from bridgerec.config import Config
 from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, check_eval_ks
+from bridgerec.methods import method_class
 from bridgerec.methods.inputs import pin_method_inputs
 from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, mlflow_run, ui_command
 from bridgerec.training import check_plugins, train
@@ -30,6 +31,8 @@ class RunSummary:
     seconds: float
     checkpoint_dir: str
     model_uri: str | None = None  # the logged recommender (models:/NAME/VERSION when registered)
+    rows: dict[str, EvalResult] = field(default_factory=dict)  # more rows for the results table (name -> test result)
+    notes: list[str] = field(default_factory=list)  # lines printed under the results table
 
 
 def train_and_log(cfg: Config, log=say) -> RunSummary:
@@ -43,6 +46,8 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
     if inputs:
         log(f"[train] method inputs: {inputs['input.text_embeddings']}")
     baseline = popularity_baseline(data, cfg.eval, "test")
+    if method_class(cfg.method.name).trains_llm:
+        return _train_llm_method(cfg, data, baseline, t0, log)
     if not cfg.tracking.enabled:
         result = train(cfg, data)
         log("[evaluate] test split, full ranking")
@@ -56,6 +61,24 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
         test = evaluate_model(result.model, data, cfg.eval, "test")
         model_uri = log_for_serving(result.model, data, cfg, test, baseline, {"checkpoint_dir": result.checkpoint_dir, **inputs}, log)
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir, model_uri)
+
+
+def _train_llm_method(cfg: Config, data: DatasetDir, baseline: EvalResult, t0: float, log=say) -> RunSummary:
+    """A method that tunes the LLM (``bigrec``): its own workflow, logged into one MLflow run."""
+    from bridgerec.workflows.bigrec import log_bigrec, run_bigrec, summary_lines
+
+    def summary(res, run_id: str | None, uri: str) -> RunSummary:
+        return RunSummary(run_id, uri, res.test, baseline, data, time.time() - t0, res.adapter_dir,
+                          rows={f"{cfg.method.name} gamma 0": res.test_grounding}, notes=summary_lines(res, cfg))
+
+    if not cfg.tracking.enabled:
+        return summary(run_bigrec(cfg, data, log), None, "")
+    with mlflow_run(cfg, data) as (run_id, uri):
+        log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
+        res = run_bigrec(cfg, data, log)
+        log_eval(baseline, "baseline_popularity_test_")
+        log_bigrec(res, cfg)
+        return summary(res, run_id, uri)
 
 
 def log_selection(model, data: DatasetDir, cfg: Config, best_metrics: dict) -> EvalResult:
@@ -141,4 +164,6 @@ def print_summary(cfg: Config, s: RunSummary, command: str, served: str | None =
                         s.seconds, console.log_path())
     if served:
         footer = [*served.split("\n"), "", *footer]
-    console.result(results_block(title, s.baseline, cfg.model.name, s.test, cfg.eval.ks, footer))
+    name = cfg.method.name if method_class(cfg.method.name).trains_llm else cfg.model.name
+    console.result(results_block(title, s.baseline, name, s.test, cfg.eval.ks, [*s.notes, *([""] if s.notes else []), *footer],
+                                 extra=s.rows))
