@@ -1,4 +1,5 @@
 """Run: python jobs/bench/methods.py [--preset small] [--seeds 3] [--epochs N] [--sources item_text,profiles] [--out bench_results/methods.md] [--override k=v ...]
+     python jobs/bench/methods.py --suite bigrec [--bigrec tiny,smollm2] [--bigrec-seeds 3] [--out bench_results/bigrec.md]
 
 Benchmark of the representation-alignment methods against the domain model alone, on LightGCN.
 
@@ -20,6 +21,15 @@ and ``profiles`` (MiniLM embeddings of LLM profiles, which must have been genera
 same work dir, e.g. with SmolLM2:
 ``bridgerec augment --config jobs/configs/augment_smollm2_synthetic.yaml``). A ``profiles`` row's
 relative change is against the same method on ``item_text``.
+
+``--suite bigrec`` is the generative suite: BIGRec (``jobs/configs/bigrec_<backbone>_synthetic.yaml``:
+the ``tiny`` backbone on every window of the training histories, SmolLM2-135M few-shot on the
+config's ``train_samples`` users) beside popularity, base LightGCN and SASRec (``--seeds``), each
+BIGRec run giving two rows: grounding alone (gamma 0) and with popularity reweighting (gamma
+chosen on validation). Columns: NDCG@K and HR@K at K = 1, 5, 10, 20, overall and on long-tail
+users, training wall time, and generation throughput of the tuned model (users/s through vLLM,
+and through transformers on the first ``--throughput-users`` validation users, in the same
+run). Protocol: full ranking, known items masked (BIGRec's own scripts do not mask the history).
 """
 
 from __future__ import annotations
@@ -114,6 +124,119 @@ def table(results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]]) -
     return "\n".join(lines)
 
 
+BIGREC_CONFIGS = {"tiny": "bigrec_tiny_synthetic.yaml", "smollm2": "bigrec_smollm2_synthetic.yaml"}
+GEN_KS = (1, 5, 10, 20)
+GEN_COLUMNS = [*((f"N@{k}", None, f"ndcg@{k}") for k in GEN_KS), *((f"HR@{k}", None, f"hr@{k}") for k in GEN_KS),
+               ("tail N@10", "long_tail_users", "ndcg@10"), ("tail HR@10", "long_tail_users", "hr@10"),
+               ("tail HR@20", "long_tail_users", "hr@20")]
+
+
+def _gen_table(rows: dict[str, list[tuple[EvalResult, dict]]]) -> str:
+    """Markdown for the generative suite: mean ± std over seeds, relative change vs base LightGCN."""
+    def mean_std(values):
+        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    ref = {h: mean_std([_value(r, s, m) for r, _ in rows["lightgcn"]])[0] for h, s, m in GEN_COLUMNS} if "lightgcn" in rows else {}
+    head = ["row", "seeds", *[h for h, _, _ in GEN_COLUMNS], "train s", "users/s vLLM", "users/s transformers"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name, runs in rows.items():
+        cells = [name, str(len(runs))]
+        for h, s, m in GEN_COLUMNS:
+            mean, std = mean_std([_value(r, s, m) for r, _ in runs])
+            rel = f" ({100 * (mean / ref[h] - 1):+.0f}%)" if name != "lightgcn" and ref.get(h) else ""
+            cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if len(runs) > 1 else "") + rel)
+        for key in ("train_s", "vllm_users_s", "hf_users_s"):
+            vals = [x[key] for _, x in runs if x.get(key) is not None]
+            cells.append(f"{np.mean(vals):.1f}" if vals else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _throughput(cfg: Config, data: DatasetDir, adapter_dir: str, n_users: int) -> dict[str, float]:
+    """Users/s of the tuned model writing titles for the first ``n_users`` validation users, through
+    vLLM and through transformers (the same prompts, greedy, one engine after the other)."""
+    import shutil
+    import tempfile
+
+    from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
+    from bridgerec.llm.engine import build_engine
+    from bridgerec.llm.lora import merge_adapter
+    from bridgerec.llm.prompts import ItemView
+    from bridgerec.methods.bigrec import generate_titles, next_item_prompts
+    from bridgerec.models.histories import histories_for
+
+    backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
+    chat = chat_format(cfg.llm, backbone, load_tokenizer(backbone.path))
+    titles = data.items().sort_values("iid")["title"].astype(str).tolist()
+    uids = np.unique(data.pairs("valid")[0])[:n_users]
+    prompts = next_item_prompts(histories_for(data, ("train",)), uids, lambda i: ItemView(i, titles[i]),
+                                cfg.method.bigrec.history_len, chat)
+    merged = tempfile.mkdtemp(prefix="bench-bigrec-merged-")
+    out = {}
+    try:
+        merge_adapter(backbone.path, adapter_dir, merged, cfg.llm.backbone_dtype)
+        for name in ("vllm", "hf"):
+            with build_engine(cfg.llm, merged, engine=name) as engine:
+                generate_titles(engine, prompts[:4], cfg.method.bigrec.max_new_tokens)  # warm-up
+                out[f"{name}_users_s"] = generate_titles(engine, prompts, cfg.method.bigrec.max_new_tokens).per_second
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)
+    return out
+
+
+def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
+    from bridgerec.workflows.bigrec import run_bigrec
+    from bridgerec.workflows.evaluate import popularity_baseline
+
+    ks = "eval.ks=[1,5,10,20]"
+    args.override = [*args.override, ks]
+    data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
+    counts = data.manifest["counts"]
+    rows: dict[str, list[tuple[EvalResult, dict]]] = {}
+    cfg0 = bench_config(args, "base", 0, stamp)
+    rows["popularity"] = [(popularity_baseline(data, cfg0.eval, "test"), {})]
+    for name, file in (("lightgcn", "lightgcn_synthetic.yaml"), ("sasrec", "sasrec_synthetic.yaml")):
+        for seed in range(args.seeds):
+            cfg = load_config(os.path.join(args.configs, file), [
+                f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
+                f"train.seed={seed}", "tracking.enabled=false", f"run_name=bench-gen-{name}-{args.preset}-s{seed}-{stamp}",
+                *args.override])
+            fit_batch_size(cfg, data)
+            print(f"[bench] {name} seed {seed}", flush=True)
+            test, wall, _ = run(cfg, data)
+            rows.setdefault(name, []).append((test, {"train_s": wall}))
+    sizes = []
+    for backbone in args.bigrec:
+        for seed in range(args.bigrec_seeds if backbone == args.bigrec[0] else 1):
+            cfg = load_config(os.path.join(args.configs, BIGREC_CONFIGS[backbone]), [
+                f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
+                f"train.seed={seed}", "tracking.enabled=false", f"run_name=bench-gen-bigrec-{backbone}-{args.preset}-s{seed}-{stamp}",
+                *args.override])
+            print(f"[bench] bigrec {backbone} seed {seed}", flush=True)
+            res = run_bigrec(cfg, data, log=print)
+            extra = {"train_s": res.sft["seconds"], "vllm_users_s": res.users_per_s["test"]}
+            if seed == 0 and args.throughput_users:
+                extra.update(_throughput(cfg, data, res.adapter_dir, args.throughput_users))
+            b = cfg.method.bigrec
+            if seed == 0:
+                sizes.append(f"bigrec {backbone}: {cfg.llm.model}, {b.train_samples or 'all'} "
+                             f"{'users' if b.train_samples else 'windows'}, {cfg.train.epochs} epoch(s), batch "
+                             f"{cfg.train.batch_size} x {cfg.train.num_workers} workers, prompts <= {b.max_length} tokens, "
+                             f"grounding {b.ground_with}; gamma chosen {res.gamma:g}; validity (test) "
+                             f"{res.validity['test'].exact:.1%} exact titles, {res.validity['test'].near:.1%} within "
+                             f"{b.valid_distance:g}")
+            rows.setdefault(f"bigrec {backbone} (gamma 0)", []).append((res.test_grounding, extra))
+            rows.setdefault(f"bigrec {backbone} + popularity", []).append((res.test, extra))
+    header = (f"# BIGRec beside popularity, LightGCN and SASRec, synthetic `{args.preset}` "
+              f"({counts['users']} users, {counts['items']} items, {counts['train']} training events)\n\n"
+              f"Test split, full ranking with known items masked (BIGRec's own scripts do not mask the history); "
+              f"mean ± std over seeds; (relative change vs LightGCN); tail = long-tail users; "
+              f"{os.cpu_count()} CPU cores, {platform.machine()}. users/s: titles generated per second by the tuned model "
+              f"(vLLM during the run's evaluation; both engines on {args.throughput_users} validation users).\n\n"
+              + "".join(f"- {line}\n" for line in sizes) + "\n")
+    write_report(header + _gen_table(rows) + "\n", args.out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small", help="synthetic size preset (default: small)")
@@ -127,9 +250,24 @@ def main() -> None:
     p.add_argument("--work-dir", default="bridgerec_work", help="work dir (datasets, Ray results)")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run (e.g. train.strategy=deepspeed)")
     p.add_argument("--out", default="bench_results/methods.md", help="markdown output path")
+    p.add_argument("--suite", choices=("alignment", "bigrec"), default="alignment",
+                   help="alignment: the representation-alignment methods (default); bigrec: the generative suite")
+    p.add_argument("--bigrec", type=lambda v: v.split(","), default=["smollm2", "tiny"],
+                   help="bigrec suite: backbones, comma-separated (tiny, smollm2; the first gets --bigrec-seeds)")
+    p.add_argument("--bigrec-seeds", type=int, default=1, help="bigrec suite: seeds of the first backbone's row (default 1)")
+    p.add_argument("--throughput-users", type=int, default=200,
+                   help="bigrec suite: validation users for the vLLM vs transformers throughput (0: skip)")
     args = p.parse_args()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.suite == "bigrec":
+        if args.out == p.get_default("out"):
+            args.out = "bench_results/bigrec.md"
+        bad = [b for b in args.bigrec if b not in BIGREC_CONFIGS]
+        if bad:
+            p.error(f"--bigrec: unknown backbone(s) {bad}; choose from {sorted(BIGREC_CONFIGS)}")
+        bigrec_suite(args, stamp)
+        return
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
     counts = data.manifest["counts"]
     results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]] = {}
