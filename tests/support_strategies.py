@@ -1,6 +1,7 @@
 """Serving strategies used only by the fallback tests: an LLM-backed strategy whose LLM side sleeps
 past its budget, and one pointed at an LLM handle the app does not have (so the call raises).
-Both must fall back to ``domain``; registered into the test app through ``RecommenderArgs.strategies``."""
+Both must fall back to ``domain``; registered into the test app through ``RecommenderArgs.strategies``.
+Also the real ``bigrec`` strategy routed to an LLM deployment that is down."""
 
 from __future__ import annotations
 
@@ -21,3 +22,27 @@ async def _no_llm(ctx: StrategyContext, q: Query) -> Ranked:
 
 SLOW = Strategy(_sleeps, budget_s=0.5, needs=("llm",))
 BROKEN = Strategy(_no_llm, budget_s=5.0, needs=("llm",))
+
+
+class _UnavailableLLM:
+    """The app's LLM client as seen after its deployment went away: every generation fails."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    async def complete(self, prompt, params):
+        raise ConnectionError("the LLM deployment is unavailable (simulated outage)")
+
+
+async def _bigrec_llm_down(ctx: StrategyContext, q: Query) -> Ranked:
+    from bridgerec.serving.bigrec import BIGREC
+
+    down = StrategyContext({**ctx.handles, "llm": _UnavailableLLM(ctx.handle("llm"))}, ctx.catalog, ctx.args)
+    return await BIGREC.fn(down, q)
+
+
+BIGREC_LLM_DOWN = Strategy(_bigrec_llm_down, budget_s=10.0, needs=("llm", "grounder"))
+"""The real ``bigrec`` strategy routed to an LLM that is down (the fallback test of the bigrec strategy)."""

@@ -8,10 +8,16 @@ items to the generated title with the user's known items left out.
 
 from __future__ import annotations
 
-import httpx
-import pytest
+import os
 
+import httpx
+import numpy as np
+import pytest
+import torch
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # support_strategies lives there
 APP, PREFIX = "recommender-llm", "/llm"
+BIGREC_GAMMA = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,11 @@ def llm_app(served, backbone, settings):
     from bridgerec.serving.app import DeploymentOptions, LLMArgs, RecommenderArgs, build_app
 
     small = DeploymentOptions(num_replicas=1, num_cpus=0.25)
+    ingress = DeploymentOptions(num_replicas=1, num_cpus=0.25, runtime_env={"env_vars": {"PYTHONPATH": TESTS}})
     args = RecommenderArgs(model="models:/serve-test@champion", tracking_uri=served["uri"], auth_token=served["token"],
-                           retriever=small, grounder=small, ingress=small,
+                           retriever=small, grounder=small, ingress=ingress,
+                           strategies={"bigrec-llm-down": "support_strategies:BIGREC_LLM_DOWN"},
+                           strategy_args={"bigrec": {"gamma": BIGREC_GAMMA}},
                            llm=LLMArgs(model=backbone.path, engine="vllm", settings={**settings, "num_cpus": 1.0},
                                        max_tokens=24, history_len=8),
                            llm_budget_s=60.0)
@@ -126,6 +135,55 @@ def test_generate_ground_history_only(llm_app, hf, catalog):
     assert [i["item_id"] for i in out["items"]] == _grounded(c, out["generated"], 4, sent)
 
 
+def _bigrec_expected(catalog, title: str, known: set[int], gamma: float, k: int) -> list[int]:
+    """In-process: every item's L2 distance to the title (the bundle's encoder), known items out,
+    BIGRec's reweighting over the whole catalog (the Grounder's shortlist covers it here)."""
+    from bridgerec.llm.config import EncoderConfig
+    from bridgerec.llm.encoder import TextEncoder
+    from bridgerec.methods.bigrec_core import grounding_distances, reweighted_scores, row_minmax
+
+    enc = TextEncoder(EncoderConfig(**(catalog.meta["grounding"].get("encoder") or {})))
+    keep = np.asarray([i for i in range(catalog.n_items) if i not in known])
+    dist = grounding_distances(enc.encode([title]), enc.encode([str(t) for t in catalog.titles[keep]]))
+    prior = row_minmax(torch.tensor(catalog.popularity[None, :], dtype=torch.float32))[:, keep]
+    order = torch.argsort(-reweighted_scores(dist, prior, gamma)[0], stable=True)[:k]
+    return [int(keep[i]) for i in order]
+
+
+def test_bigrec_strategy_reweights_the_grounded_title(llm_app, hf, catalog, served):
+    """``bigrec`` over HTTP: the same title as generate-ground (same prompt, greedy), its items the
+    in-process BIGRec ranking of that title with the popularity prior (gamma from strategy_args)."""
+    c = llm_app["client"]
+    differs = 0
+    for user in served["data"].users()["user_id"].astype(str).tolist()[:3]:
+        r = c.post(f"{PREFIX}/v1/recommend", json={"user_id": user, "k": 5, "strategy": "bigrec"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["strategy"] == "bigrec" and body["fallback"] is False, body
+        uid = catalog.uid(user)
+        assert body["generated"] == _expected_generation(hf, catalog, catalog.history(uid, 8).tolist(), 24)
+        known = {int(i) for i in catalog.seen(uid)}
+        got = [i["item_id"] for i in body["items"]]
+        want = [str(catalog.item_ids[i]) for i in _bigrec_expected(catalog, body["generated"], known, BIGREC_GAMMA, 5)]
+        assert got == want
+        plain = [str(catalog.item_ids[i]) for i in _bigrec_expected(catalog, body["generated"], known, 0.0, 5)]
+        differs += got != plain
+    assert differs >= 1  # the prior moved at least one list away from plain grounding
+
+
+def test_bigrec_falls_back_when_the_llm_is_unavailable(llm_app, served):
+    c = llm_app["client"]
+    user = served["data"].users()["user_id"].astype(str)[1]
+    down = c.post(f"{PREFIX}/v1/recommend", json={"user_id": user, "k": 5, "strategy": "bigrec-llm-down"})
+    assert down.status_code == 200, down.text
+    body = down.json()
+    assert body["fallback"] is True and body["strategy"] == "domain" and "unavailable" in body["fallback_reason"], body
+    domain = c.post(f"{PREFIX}/v1/recommend", json={"user_id": user, "k": 5, "strategy": "domain"}).json()
+    assert [i["item_id"] for i in body["items"]] == [i["item_id"] for i in domain["items"]]
+    again = c.post(f"{PREFIX}/v1/recommend", json={"user_id": user, "k": 5, "strategy": "bigrec"}).json()
+    assert again["fallback"] is False  # the real strategy still answers: the outage was routed, not caused
+
+
 def test_hf_deployment_generates_what_vllm_serves(backbone, hf, catalog, settings):
     """The transformers deployment (engine: hf) answers the same greedy text as the engine in-process."""
     from ray import serve
@@ -147,12 +205,13 @@ def test_hf_deployment_generates_what_vllm_serves(backbone, hf, catalog, setting
 
 
 def test_page_shows_the_llm_strategy(llm_app, served, tmp_path):
-    """The page under the app's route prefix: history, domain and generate-ground cards as the API answers."""
+    """The page under the app's route prefix: history, domain, generate-ground and bigrec cards as the API answers."""
     from support_browser import check_page
 
     user = served["data"].users()["user_id"].astype(str)[3]
     cards = check_page(served["url"], served["token"], llm_app["client"], PREFIX, user, tmp_path, keep_screenshot=True)
-    assert set(cards) == {"history", "domain", "generate-ground"} and len(cards["generate-ground"]) == 10
+    assert set(cards) == {"history", "domain", "generate-ground", "bigrec", "bigrec-llm-down"}
+    assert len(cards["generate-ground"]) == 10 and len(cards["bigrec"]) == 10
 
 
 def test_llm_args_errors_name_the_key(tmp_path):
@@ -166,3 +225,5 @@ def test_llm_args_errors_name_the_key(tmp_path):
         resolve_llm(LLMArgs(model=str(tmp_path / "nowhere")))
     with pytest.raises(ConfigError, match="max_model_len"):
         resolve_llm(LLMArgs(model=str(tmp_path), settings={"max_model_len": 0}))
+    with pytest.raises(FileNotFoundError, match="llm.lora.adapter"):
+        resolve_llm(LLMArgs(model="smollm2-135m", settings={"lora": {"adapter": str(tmp_path / "no-adapter")}}))

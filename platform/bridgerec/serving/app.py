@@ -90,6 +90,8 @@ class RecommenderArgs(BaseModel):
     """Strategy of a request that names none."""
     strategies: dict[str, str] = {}
     """Extra strategies as name -> "module:attribute" (a Strategy object), registered in each ingress replica."""
+    strategy_args: dict[str, dict[str, Any]] = {}
+    """Settings of the strategies by name, e.g. {bigrec: {gamma: 4.0, candidates: 1000}} (see each strategy's docs)."""
     llm_budget_s: Optional[float] = None
     """Override every budgeted strategy's time budget (seconds) before it falls back to domain."""
     max_k: int = 100
@@ -264,7 +266,8 @@ class Recommender:
         token = self.args.auth_token or os.environ.get(TOKEN_ENV) or None
         self._token = token.encode() if token else None
         self.ctx = StrategyContext({"retriever": retriever, "grounder": grounder,
-                                    "llm": LLMClient(llm, llm_info) if llm is not None else None}, catalog=self.catalog)
+                                    "llm": LLMClient(llm, llm_info) if llm is not None else None}, catalog=self.catalog,
+                                   args=self.args.strategy_args)
         self._metrics = _Metrics()
         api.state.ingress = self
         if self.args.cors_origins:

@@ -109,5 +109,14 @@ class Grounder:
         return [(ids[r, :k][ids[r, :k] >= 0].tolist(), scores[r, :k][ids[r, :k] >= 0].astype(float).tolist())
                 for r, (_, k, _) in enumerate(requests)]
 
+    async def distances(self, text: str, n: int, exclude: Sequence[int] = ()) -> tuple[list[int], list[float]]:
+        """The ``n`` items nearest to ``text`` (all of them when the catalog has at most ``n``) and
+        their L2 distances, nearest first, ``exclude`` left out (reweighting strategies: ``bigrec``)."""
+        vectors = self.encoder.encode([text])
+        indptr, excluded = from_lists([[int(i) for i in exclude]])
+        ids, scores = self.index.search(vectors, min(int(n), self.index.n), indptr, excluded)
+        keep = ids[0] >= 0
+        return ids[0][keep].tolist(), np.sqrt(np.maximum(-scores[0][keep].astype(np.float64), 0.0)).tolist()
+
     def ping(self) -> str:
         return "ok"

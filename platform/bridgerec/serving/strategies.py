@@ -53,6 +53,11 @@ class StrategyContext:
 
     handles: dict[str, Any]
     catalog: Any = None
+    args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Settings of the strategies by name (``RecommenderArgs.strategy_args``, e.g. ``{"bigrec": {"gamma": 4.0}}``)."""
+
+    def settings(self, name: str) -> dict[str, Any]:
+        return dict(self.args.get(name) or {})
 
     def handle(self, name: str) -> Any:
         if name not in self.handles or self.handles[name] is None:
@@ -80,7 +85,8 @@ def _check(name: str, obj: Any) -> None:
 
 
 STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check,
-                                          lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND"})
+                                          lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND",
+                                                "bigrec": "bridgerec.serving.bigrec:BIGREC"})
 
 
 async def _domain(ctx: StrategyContext, q: Query) -> Ranked:
