@@ -77,3 +77,23 @@ def test_gamma_search_and_report(outcome, bigrec_cfg):
 
     text = "\n".join(summary_lines(res, bigrec_cfg))
     assert "known items masked" in text and "users/s" in text
+
+
+@pytest.mark.slow
+def test_quality_popularity_reweighting_beats_grounding_alone(ray_session, bigrec_cfg, dataset):
+    """The tuned tiny backbone on every window of the tiny world (2 epochs), generation with
+    transformers: the reweighted ranking beats its ablation (gamma 0, grounding alone) on test
+    Recall@20. Measured +0.079 and +0.071 (seeds 0, 1: 0.218 vs 0.139, 0.239 vs 0.168); pinned at +0.03."""
+    from bridgerec.workflows.bigrec import run_bigrec
+
+    cfg = Config.model_validate({
+        **bigrec_cfg.model_dump(), "run_name": "bigrec-quality",
+        "method": {"name": "bigrec", "bigrec": {"train_samples": None, "history_len": 10, "max_length": 128,
+                                                "max_new_tokens": 24}},
+        "llm": {**bigrec_cfg.llm.model_dump(), "engine": "hf"},
+        "train": {**bigrec_cfg.train.model_dump(), "batch_size": 16, "epochs": 2, "lr": 2e-3},
+    })
+    res = run_bigrec(cfg, dataset, log=lambda m: None)
+    full, ablation = res.test.overall["recall@20"], res.test_grounding.overall["recall@20"]
+    assert full - ablation >= 0.03, (full, ablation, res.gamma)
+    assert res.gamma > 0

@@ -115,3 +115,12 @@ def test_asha_rungs_survive_a_resume(tmp_path):
     fresh.set_search_properties("valid_recall_at_20", "max")
     fresh.on_trial_add(None, Trial("bad"))
     assert fresh.on_trial_result(None, Trial("bad"), {"epoch": 1, "valid_recall_at_20": 0.1}) == TrialScheduler.CONTINUE
+
+
+def test_a_sweep_of_an_llm_tuning_method_is_refused_before_any_work(tmp_path):
+    from bridgerec.workflows.tune import run_tune
+
+    space = _write(tmp_path, "params: {train.lr: {loguniform: [0.001, 0.01]}}")
+    cfg = load_config(None, ["method.name=bigrec", f"work_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="method.name=bigrec: sweeps of methods that tune the LLM"):
+        run_tune(cfg, space)

@@ -241,6 +241,11 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
         raise ConfigError("tracking.enabled=false: a sweep records its trials in MLflow; enable tracking")
     spec = load_space(space, spec_overrides)
     check_plugins(cfg)
+    from bridgerec.methods import method_class
+
+    if method_class(cfg.method.name).trains_llm:
+        raise ConfigError(f"method.name={cfg.method.name}: sweeps of methods that tune the LLM are not supported yet "
+                          "(a trial trains a domain model); bigrec already picks gamma on validation from method.bigrec.gammas")
     cfg = _absolute(cfg)
     check_space(spec, cfg, f"space file {space}")
     name = resume or name or default_sweep_name(cfg)
