@@ -73,6 +73,9 @@ def _train_llm_method(cfg: Config, data: DatasetDir, baseline: EvalResult, t0: f
 
     if not cfg.tracking.enabled:
         return summary(run_bigrec(cfg, data, log), None, "")
+    if cfg.tracking.registered_model:
+        log(f"[mlflow] tracking.registered_model is set, but a {cfg.method.name} run logs no recommender model: nothing "
+            "is registered (serve a domain model's bundle with this run's adapter and gamma; README: bigrec strategy)")
     with mlflow_run(cfg, data) as (run_id, uri):
         log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
         res = run_bigrec(cfg, data, log)
