@@ -4,6 +4,7 @@ history is cut from the left so the target survives."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from bridgerec.llm import prompts as P
@@ -75,3 +76,20 @@ def test_lora_steps_on_two_zero2_workers_change_the_adapter_and_nothing_else(ray
     base_after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k}
     assert set(base_after) == set(original)
     assert all(torch.equal(base_after[k], original[k]) for k in original)
+
+
+def test_llm_hidden_grounding_is_the_last_tokens_state_whatever_the_padding(tiny_backbone):
+    """``ground_with: llm_hidden``: the base LLM's last-layer state of each text's last token, the
+    same for a text alone and beside a longer one (left padding keeps the last token in place)."""
+    from bridgerec.llm.backbone import load_causal_lm, load_tokenizer
+    from bridgerec.methods.bigrec import embed_for_grounding
+
+    texts = ["item title 3", "a much longer item title with many more words 7"]
+    batch = embed_for_grounding(texts, "llm_hidden", backbone_path=tiny_backbone.path)
+    alone = embed_for_grounding(texts[:1], "llm_hidden", backbone_path=tiny_backbone.path)
+    model, tok = load_causal_lm(tiny_backbone.path, "float32"), load_tokenizer(tiny_backbone.path)
+    with torch.no_grad():
+        manual = model(**tok(texts[:1], return_tensors="pt"), output_hidden_states=True).hidden_states[-1][0, -1]
+    assert batch.shape == (2, model.config.hidden_size)
+    assert np.allclose(alone[0], manual.numpy(), atol=1e-5) and np.allclose(batch[0], alone[0], atol=1e-4)
+    assert not np.allclose(batch[0], batch[1])
