@@ -1,4 +1,5 @@
-"""BIGRec's instruction batches (:func:`bridgerec.methods.bigrec_core.sft_batch`) on the tiny
+"""BIGRec's instruction batches (:func:`bridgerec.methods.bigrec_core.encode_examples` padded by
+:func:`bridgerec.training.sft.collate`) on the tiny
 backbone's tokenizer: the loss sees the target title and EOS only, padding is masked, and a long
 history is cut from the left so the target survives."""
 
@@ -8,7 +9,8 @@ import numpy as np
 import torch
 
 from bridgerec.llm import prompts as P
-from bridgerec.methods.bigrec_core import Example, next_item_examples, sft_batch
+from bridgerec.methods.bigrec_core import Example, encode_examples, next_item_examples
+from bridgerec.training.sft import collate
 
 TITLES = {i: f"item title {i}" for i in range(20)}
 
@@ -17,9 +19,9 @@ def view(i):
     return P.ItemView(i, TITLES[i])
 
 
-def test_sft_batch_labels_only_the_target(tokenizer):
+def test_instruction_batch_labels_only_the_target(tokenizer):
     examples = [Example(0, (1, 2, 3), 4), Example(1, (5,), 6)]
-    batch = sft_batch(tokenizer, examples, view, max_length=None)
+    batch = collate(encode_examples(tokenizer, examples, view, max_length=None), tokenizer.pad_token_id)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     for n, ex in enumerate(examples):
         alone = P.encode_example(tokenizer, P.next_item_prompt([view(i) for i in ex.history]).text,
@@ -34,9 +36,9 @@ def test_sft_batch_labels_only_the_target(tokenizer):
         assert (batch["labels"][n, width:] == -100).all()  # padding never counts
 
 
-def test_sft_batch_cuts_long_prompts_from_the_left(tokenizer):
+def test_instruction_batch_cuts_long_prompts_from_the_left(tokenizer):
     long = Example(0, tuple(range(15)), 19)
-    batch = sft_batch(tokenizer, [long], view, max_length=40)
+    batch = collate(encode_examples(tokenizer, [long], view, max_length=40), tokenizer.pad_token_id)
     assert batch["input_ids"].shape[1] == 40
     labelled = batch["labels"][0][batch["labels"][0] != -100].tolist()
     assert P.parse_next_item(tokenizer.decode(labelled[:-1])) == TITLES[19]
@@ -57,8 +59,7 @@ def test_lora_steps_on_two_zero2_workers_change_the_adapter_and_nothing_else(ray
     titles = dataset.items().set_index("iid")["title"].to_dict()
     item = lambda i: P.ItemView(i, str(titles[i]))  # noqa: E731
     examples = next_item_examples(*histories_for(dataset), history_len=5, samples=48, seed=0)
-    rows = [P.encode_example(tokenizer, P.next_item_prompt([item(i) for i in e.history]).text,
-                             P.next_item_target(item(e.target)), max_length=96) for e in examples]
+    rows = encode_examples(tokenizer, examples, item, max_length=96)
     cfg = Config.model_validate({**llm_config.model_dump(), "run_name": "bigrec-sft-zero2", "tracking": {"enabled": False},
                                  "train": {**llm_config.train.model_dump(), "num_workers": 2, "strategy": "deepspeed",
                                            "zero_stage": 2, "batch_size": 4, "epochs": 2, "lr": 3e-3}})

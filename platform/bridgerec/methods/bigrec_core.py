@@ -7,7 +7,7 @@ a collaborative model's scores. This module holds:
 
 - :func:`next_item_examples`: the instruction set (history -> next item) from the training
   histories, all of it or the paper's few-shot sample;
-- :func:`sft_batch`: those examples as a padded causal-LM batch through the one prompt module
+- :func:`encode_examples`: those examples as causal-LM token ids through the one prompt module
   (labels only on the target title);
 - :func:`grounding_distances`: L2 distances from generated-text embeddings to every item's,
   min-max normalised per row as BIGRec's evaluation scripts do;
@@ -33,7 +33,7 @@ import torch
 __all__ = [
     "Example",
     "next_item_examples",
-    "sft_batch",
+    "encode_examples",
     "grounding_distances",
     "row_minmax",
     "popularity_prior",
@@ -98,31 +98,22 @@ def next_item_examples(indptr: np.ndarray, items: np.ndarray, history_len: int =
     return out
 
 
-def sft_batch(tokenizer: Any, examples: Sequence[Example], view: Callable[[int], Any], *, chat: Any = None,
-              version: str = "v1", max_length: Optional[int] = 128) -> dict[str, torch.Tensor]:
-    """A right-padded causal-LM batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on the
-    prompt and the padding), the prompt being the prompt module's ``next_item`` template over the
-    history and the target its quoted title (:func:`~bridgerec.llm.prompts.next_item_target`) and EOS.
+def encode_examples(tokenizer: Any, examples: Sequence[Example], view: Callable[[int], Any], *, chat: Any = None,
+                    version: str = "v1", max_length: Optional[int] = 128) -> list[dict[str, list[int]]]:
+    """Each example as ``input_ids``, ``attention_mask`` and ``labels`` (-100 on the prompt): the
+    prompt module's ``next_item`` template over the history, then the target's quoted title
+    (:func:`~bridgerec.llm.prompts.next_item_target`) and EOS
+    (:func:`~bridgerec.llm.prompts.encode_example`); batches are padded by
+    :func:`bridgerec.training.sft.collate`.
 
     ``view(iid)`` gives the :class:`~bridgerec.llm.prompts.ItemView` of an item; ``chat`` the
     backbone's :class:`~bridgerec.llm.prompts.ChatFormat` (plain when None). Over ``max_length``
     tokens the prompt is cut from the left, so the target always survives."""
     from bridgerec.llm.prompts import PLAIN, encode_example, next_item_prompt, next_item_target
 
-    if not examples:
-        raise ValueError("sft_batch needs at least one example")
-    rows = [encode_example(tokenizer, next_item_prompt([view(i) for i in ex.history], version=version),
+    return [encode_example(tokenizer, next_item_prompt([view(i) for i in ex.history], version=version).text,
                            next_item_target(view(ex.target)), max_length=max_length, chat=chat or PLAIN)
             for ex in examples]
-    width = max(len(r["input_ids"]) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = {"input_ids": np.full((len(rows), width), pad, np.int64),
-           "attention_mask": np.zeros((len(rows), width), np.int64),
-           "labels": np.full((len(rows), width), -100, np.int64)}
-    for n, r in enumerate(rows):
-        for key in out:
-            out[key][n, :len(r[key])] = r[key]
-    return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- grounding

@@ -33,7 +33,7 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
 from bridgerec.methods.bigrec_core import Validity, generation_validity, next_item_examples, popularity_prior, select_gamma
 
-__all__ = ["BIGRecResult", "run_bigrec", "encoded_examples"]
+__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "summary_lines"]
 
 
 @dataclass
@@ -54,15 +54,6 @@ class BIGRecResult:
 def _titles(data: DatasetDir) -> list[str]:
     items = data.items().sort_values("iid")
     return [str(t) for t in items["title"].tolist()]
-
-
-def encoded_examples(tokenizer, examples, titles: list[str], chat, max_length: int) -> list[dict]:
-    """Token ids and labels of each (history -> target) example (:func:`~bridgerec.llm.prompts.encode_example`)."""
-    from bridgerec.llm.prompts import ItemView, encode_example, next_item_prompt, next_item_target
-
-    view = lambda i: ItemView(int(i), titles[int(i)])  # noqa: E731
-    return [encode_example(tokenizer, next_item_prompt([view(i) for i in e.history]).text, next_item_target(view(e.target)),
-                           max_length=max_length, chat=chat) for e in examples]
 
 
 def _valid_examples(data: DatasetDir, train_hist, history_len: int, limit: int = 256):
@@ -93,8 +84,12 @@ def _tune(cfg: Config, data: DatasetDir, backbone, tokenizer, chat, titles, log)
         f"({'all windows' if b.train_samples is None else f'{b.train_samples} sampled users'}), "
         f"{cfg.train.num_workers} worker(s), {cfg.train.strategy}"
         + (f" ZeRO-{cfg.train.zero_stage}" if cfg.train.strategy == "deepspeed" else ""))
-    rows = encoded_examples(tokenizer, examples, titles, chat, b.max_length)
-    valid_rows = encoded_examples(tokenizer, valid, titles, chat, b.max_length)
+    from bridgerec.llm.prompts import ItemView
+    from bridgerec.methods.bigrec_core import encode_examples
+
+    view = lambda i: ItemView(int(i), titles[int(i)])  # noqa: E731
+    rows = encode_examples(tokenizer, examples, view, chat=chat, max_length=b.max_length)
+    valid_rows = encode_examples(tokenizer, valid, view, chat=chat, max_length=b.max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     res = train_sft(cfg, backbone.path, rows, valid_rows, pad_id=int(pad))
     for h in res.history:
