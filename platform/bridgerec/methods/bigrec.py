@@ -1,4 +1,4 @@
-"""``bigrec``: BIGRec (arXiv 2308.08434) as a method plugin.
+"""``bigrec``: BIGRec (arXiv 2308.08434): LoRA-tune the LLM to write the next item's title, ground it to items, reweight.
 
 BIGRec does not train the domain model: it tunes the LLM with LoRA to write the next item's title
 (:mod:`bridgerec.training.sft` on the instruction set of
