@@ -28,7 +28,7 @@ from bridgerec.methods.base import Method
 from bridgerec.methods.bigrec_core import grounding_distances, reweighted_scores
 from bridgerec.models.base import Batch
 
-__all__ = ["BIGRec", "GeneratedTitles", "next_item_prompts", "generate_titles", "embed_for_grounding", "last_token_states"]
+__all__ = ["BIGRec", "GeneratedTitles", "next_item_prompts", "generate_titles", "embed_for_grounding", "grounding_embedder", "last_token_states"]
 
 
 class BIGRec(Method):
@@ -135,15 +135,21 @@ def last_token_states(model_path: str, texts: Sequence[str], batch_size: int = 1
     return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
 
-def embed_for_grounding(texts: Sequence[str], ground_with: str, encoder_cfg=None, backbone_path: str | None = None) -> np.ndarray:
-    """Vectors of ``texts`` in the grounding space: the text encoder's (``encoder``) or the base
-    LLM's last-token hidden states (``llm_hidden``, needs ``backbone_path``)."""
+def grounding_embedder(ground_with: str, encoder_cfg=None, backbone_path: str | None = None):
+    """``texts -> vectors`` in the grounding space, its model loaded once: the text encoder's
+    (``encoder``) or the base LLM's last-token hidden states (``llm_hidden``, needs ``backbone_path``)."""
     if ground_with == "encoder":
         from bridgerec.llm.encoder import TextEncoder
 
-        return TextEncoder(encoder_cfg).encode(list(texts))
+        encoder = TextEncoder(encoder_cfg)
+        return lambda texts: encoder.encode(list(texts))
     if ground_with == "llm_hidden":
         if not backbone_path:
             raise ValueError("method.bigrec.ground_with=llm_hidden needs the backbone's path")
-        return last_token_states(backbone_path, list(texts))
+        return lambda texts: last_token_states(backbone_path, list(texts))
     raise ValueError(f"method.bigrec.ground_with: unknown mode {ground_with!r} (encoder, llm_hidden)")
+
+
+def embed_for_grounding(texts: Sequence[str], ground_with: str, encoder_cfg=None, backbone_path: str | None = None) -> np.ndarray:
+    """Vectors of ``texts`` in the grounding space (one call of :func:`grounding_embedder`)."""
+    return grounding_embedder(ground_with, encoder_cfg, backbone_path)(texts)

@@ -118,7 +118,7 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
     from bridgerec.llm.engine import build_engine
     from bridgerec.llm.lora import merge_adapter
     from bridgerec.methods import build_method
-    from bridgerec.methods.bigrec import embed_for_grounding
+    from bridgerec.methods.bigrec import grounding_embedder
     from bridgerec.models import build_model_for_dataset
     from bridgerec.retrieval.index import build_index
 
@@ -133,7 +133,8 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
 
     method = build_method(cfg.method, build_model_for_dataset(cfg.model, data), {})
     log(f"[bigrec] step 2: grounding with {b.ground_with}; item vectors of {len(titles)} titles")
-    item_vectors = embed_for_grounding(titles, b.ground_with, cfg.encoder, backbone.path)
+    embed = grounding_embedder(b.ground_with, cfg.encoder, backbone.path)  # loaded once for items and both splits
+    item_vectors = embed(titles)
     prior = popularity_prior(data.pairs("train")[1], data.n_items) if b.reweight == "popularity" else None
     method.set_grounding(item_vectors, prior)
 
@@ -154,7 +155,7 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
     validity, rate, vectors = {}, {}, {}
     index = build_index(item_vectors, "l2", cfg.retrieval)
     for split, (uids, g) in gens.items():
-        vectors[split] = embed_for_grounding(g.titles, b.ground_with, cfg.encoder, backbone.path)
+        vectors[split] = embed(g.titles)
         _, neg_sq = index.search(vectors[split], 1)  # faiss L2 scores are minus squared distances
         nearest = np.sqrt(np.maximum(-neg_sq[:, 0].astype(np.float64), 0.0))
         validity[split] = generation_validity(g.titles, nearest, titles, b.valid_distance)
