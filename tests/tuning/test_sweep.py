@@ -122,15 +122,19 @@ def test_parent_records_the_space_and_the_best_trial_chosen_on_validation(sweep)
     parent_id, children = _children(client)
     parent = client.get_run(parent_id)
     assert parent.data.params["space.train.lr"].startswith("grid(") and parent.info.status == "FINISHED"
-    best = max(children, key=lambda r: r.data.metrics.get("best_valid_recall_at_20", -1))
-    assert parent.data.tags["best_run_id"] == best.info.run_id
+    valid = {r.info.run_id: r.data.metrics.get("best_valid_recall_at_20", -1.0) for r in children}
+    top = max(valid.values())
+    # the two lr=0.05 trials train the same seeded model, so they may tie: either is a right choice
+    tied = {run_id for run_id, v in valid.items() if v == pytest.approx(top, abs=1e-9)}
+    chosen = parent.data.tags["best_run_id"]
+    assert chosen in tied, (chosen, valid)
     assert float(parent.data.params["best.train.lr"]) == 0.05
-    assert parent.data.metrics["best_valid_recall_at_20"] == pytest.approx(best.data.metrics["best_valid_recall_at_20"])
+    assert parent.data.metrics["best_valid_recall_at_20"] == pytest.approx(top)
     assert "best_test_recall_at_20" in parent.data.metrics
     tested = [r for r in children if "test_recall_at_20" in client.get_run(r.info.run_id).data.metrics]
-    assert [r.info.run_id for r in tested] == [best.info.run_id]  # only the chosen trial sees the test split
+    assert [r.info.run_id for r in tested] == [chosen]  # only the chosen trial sees the test split
     version = client.get_model_version(MODEL, "1")
-    assert version.run_id == best.info.run_id and not version.aliases  # registered, not promoted
+    assert version.run_id == chosen and not version.aliases  # registered, not promoted
     assert parent.data.tags["best_model_uri"] == f"models:/{MODEL}/1"
 
 
