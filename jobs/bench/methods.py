@@ -207,6 +207,7 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
             rows.setdefault(name, []).append((test, {"train_s": wall}))
     sizes = []
     for backbone in args.bigrec:
+        runs = []
         for seed in range(args.bigrec_seeds if backbone == args.bigrec[0] else 1):
             cfg = load_config(os.path.join(args.configs, BIGREC_CONFIGS[backbone]), [
                 f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
@@ -214,19 +215,23 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
                 *args.override])
             print(f"[bench] bigrec {backbone} seed {seed}", flush=True)
             res = run_bigrec(cfg, data, log=print)
+            runs.append(res)
             extra = {"train_s": res.sft["seconds"], "vllm_users_s": res.users_per_s["test"]}
             if seed == 0 and args.throughput_users:
                 extra.update(_throughput(cfg, data, res.adapter_dir, args.throughput_users))
-            b = cfg.method.bigrec
-            if seed == 0:
-                sizes.append(f"bigrec {backbone}: {cfg.llm.model}, {b.train_samples or 'all'} "
-                             f"{'users' if b.train_samples else 'windows'}, {cfg.train.epochs} epoch(s), batch "
-                             f"{cfg.train.batch_size} x {cfg.train.num_workers} workers, prompts <= {b.max_length} tokens, "
-                             f"grounding {b.ground_with}; gamma chosen {res.gamma:g}; validity (test) "
-                             f"{res.validity['test'].exact:.1%} exact titles, {res.validity['test'].near:.1%} within "
-                             f"{b.valid_distance:g}")
             rows.setdefault(f"bigrec {backbone} (gamma 0)", []).append((res.test_grounding, extra))
             rows.setdefault(f"bigrec {backbone} + popularity", []).append((res.test, extra))
+        b = cfg.method.bigrec
+        per_seed = "" if len(runs) == 1 else " (per seed)"
+        gammas = ", ".join(f"{r.gamma:g}" for r in runs)
+        exact = ", ".join(f"{r.validity['test'].exact:.1%}" for r in runs)
+        near = ", ".join(f"{r.validity['test'].near:.1%}" for r in runs)
+        sizes.append(f"bigrec {backbone}: {cfg.llm.model}, {b.train_samples or 'all'} "
+                     f"{'users drawn with train.seed' if b.train_samples else 'windows'}, {cfg.train.epochs} epoch(s), "
+                     f"batch {cfg.train.batch_size} x {cfg.train.num_workers} workers, prompts <= {b.max_length} tokens, "
+                     f"grounding {b.ground_with}; gamma chosen on validation {gammas}{per_seed}; "
+                     f"validity (test) {exact} exact titles, "
+                     f"{near} within {b.valid_distance:g}{per_seed}")
     header = (f"# BIGRec beside popularity, LightGCN and SASRec, synthetic `{args.preset}` "
               f"({counts['users']} users, {counts['items']} items, {counts['train']} training events)\n\n"
               f"Test split, full ranking with known items masked (BIGRec's own scripts do not mask the history); "
