@@ -20,6 +20,12 @@ Contract
     JSON Schema, as a JSON string) constrains the text to valid JSON of that schema: vLLM's
     structured outputs (guided decoding); the transformers engine has none and refuses it. The
     call blocks until all prompts are done; batching is the engine's business.
+``beam_search(prompts, beam_width, max_tokens, stop=()) -> list[list[Generation]]``
+    For each prompt, ``beam_width`` completions by beam search (deterministic), best first by
+    the length-penalised cumulative log-probability; each :class:`Generation` as above, with its
+    cumulative log-probability in ``extra["cum_logprob"]`` where the engine reports one. vLLM's
+    ``LLM.beam_search`` (whose beams run until EOS or ``max_tokens``: the stop strings cut the
+    text afterwards) and transformers' ``generate(num_beams=..., num_return_sequences=...)``.
 ``embed(texts) -> np.ndarray``
     ``float32`` array of shape ``(len(texts), hidden_size)``: the mean over all tokens (BOS
     included) of the final hidden states (after the last norm), L2-normalised. vLLM computes it
@@ -48,6 +54,7 @@ __all__ = [
     "Generation",
     "GenerationParams",
     "vllm_sampling_kwargs",
+    "cut_at_stop",
     "ENGINES",
     "register_engine",
     "build_engine",
@@ -105,6 +112,12 @@ def vllm_sampling_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` cut before the first of the ``stop`` strings, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 @dataclass
 class Generation:
     """One completion of one prompt."""
@@ -129,6 +142,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
         """One Generation per prompt, in order."""
+
+    def beam_search(self, prompts: Sequence[str], beam_width: int, max_tokens: int,
+                    stop: Sequence[str] = ()) -> list[list[Generation]]:
+        """``beam_width`` Generations per prompt, best first (see the module docstring)."""
+        raise NotImplementedError(f"the {self.name or type(self).__name__} engine has no beam search")
 
     @abc.abstractmethod
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridgerec.llm.config import LLMConfig
-from bridgerec.llm.engine import Engine, Generation, GenerationParams
+from bridgerec.llm.engine import Engine, Generation, GenerationParams, cut_at_stop
 
 __all__ = ["HFEngine"]
 
@@ -33,11 +33,6 @@ def _allowed_tokens_processor(allowed: Sequence[int]):
             return scores + mask
 
     return _Allowed()
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 class HFEngine(Engine):
@@ -95,6 +90,40 @@ class HFEngine(Engine):
                 out.append(self._to_generation(row[mask.bool()].tolist(), seq[width:].tolist(), params))
         return out
 
+    def beam_search(self, prompts: Sequence[str], beam_width: int, max_tokens: int,
+                    stop: Sequence[str] = ()) -> list[list[Generation]]:
+        import torch
+
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        params = GenerationParams(max_tokens=max_tokens, stop=tuple(stop))
+        out: list[list[Generation]] = []
+        bs = max(1, self.cfg.hf_batch_size // beam_width)
+        for start in range(0, len(prompts), bs):
+            chunk = prompts[start:start + bs]
+            enc = self._encode(chunk, "left")
+            kw: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=self._tok.pad_token_id,
+                                      eos_token_id=self._tok.eos_token_id, num_beams=beam_width,
+                                      num_return_sequences=beam_width, do_sample=False, early_stopping=True,
+                                      temperature=None, top_p=None, top_k=None, output_scores=True,
+                                      return_dict_in_generate=True)
+            if stop:
+                kw.update(stop_strings=list(stop), tokenizer=self._tok)
+            with torch.no_grad():
+                res = self._model.generate(**enc, **kw)  # sequences: (B * beams, T), each prompt's beams best first
+            width = enc["input_ids"].shape[1]
+            scores = res.sequences_scores.tolist() if getattr(res, "sequences_scores", None) is not None else None
+            for j, (row, mask) in enumerate(zip(enc["input_ids"], enc["attention_mask"])):
+                beams = []
+                for b in range(beam_width):
+                    k = j * beam_width + b
+                    g = self._to_generation(row[mask.bool()].tolist(), res.sequences[k][width:].tolist(), params)
+                    if scores is not None:
+                        g.extra["cum_logprob"] = float(scores[k])  # length-normalised, as transformers ranks beams
+                    beams.append(g)
+                out.append(beams)
+        return out
+
     def _to_generation(self, prompt_ids: list[int], new: list[int], params: GenerationParams) -> Generation:
         eos, pad = self._tok.eos_token_id, self._tok.pad_token_id
         finish = "length"
@@ -104,7 +133,7 @@ class HFEngine(Engine):
             new = [t for t in new if t != pad]
         text = self._tok.decode(new, skip_special_tokens=True)
         if params.stop:
-            text, stopped = _cut_at_stop(text, params.stop)
+            text, stopped = cut_at_stop(text, params.stop)
             finish = "stop" if stopped else finish
         return Generation(text=text, token_ids=new, prompt_token_ids=prompt_ids, finish_reason=finish)
 

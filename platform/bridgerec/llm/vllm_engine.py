@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bridgerec.llm.config import LLMConfig
-from bridgerec.llm.engine import Engine, Generation, GenerationParams, vllm_sampling_kwargs
+from bridgerec.llm.engine import Engine, Generation, GenerationParams, cut_at_stop, vllm_sampling_kwargs
 
 __all__ = ["VLLMEngine", "vllm_engine_kwargs", "vllm_env", "set_vllm_env", "CPU_MEMORY_FRACTION", "RESERVED_CPU_ENV"]
 
@@ -148,6 +148,33 @@ class VLLMEngine(Engine):
                 ids = ids[:-1]
             result.append(Generation(text=comp.text, token_ids=ids, prompt_token_ids=list(out.prompt_token_ids),
                                      finish_reason="length" if comp.finish_reason == "length" else "stop"))
+        return result
+
+    def beam_search(self, prompts: Sequence[str], beam_width: int, max_tokens: int,
+                    stop: Sequence[str] = ()) -> list[list[Generation]]:
+        from vllm.sampling_params import BeamSearchParams
+
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        if not prompts:
+            return []
+        tok = self.tokenizer()
+        outs = self._generator().beam_search([{"prompt": p} for p in prompts],
+                                             BeamSearchParams(beam_width=beam_width, max_tokens=max_tokens))
+        result = []
+        for out in outs:
+            beams = []
+            for seq in out.sequences[:beam_width]:
+                prompt_ids = list(seq.orig_prompt["prompt_token_ids"])  # the beam's tokens start with the prompt's
+                new = list(seq.tokens[len(prompt_ids):])
+                finish = "length"
+                if tok.eos_token_id in new:
+                    new, finish = new[:new.index(tok.eos_token_id)], "stop"
+                text, stopped = cut_at_stop(tok.decode(new, skip_special_tokens=True), tuple(stop))
+                beams.append(Generation(text=text, token_ids=new, prompt_token_ids=prompt_ids,
+                                        finish_reason="stop" if stopped else finish,
+                                        extra={"cum_logprob": float(seq.cum_logprob)}))
+            result.append(beams)
         return result
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
