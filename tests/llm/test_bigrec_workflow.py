@@ -97,3 +97,88 @@ def test_quality_popularity_reweighting_beats_grounding_alone(ray_session, bigre
     full, ablation = res.test.overall["recall@20"], res.test_grounding.overall["recall@20"]
     assert full - ablation >= 0.03, (full, ablation, res.gamma)
     assert res.gamma > 0
+
+
+def test_beam_search_gives_every_engine_the_same_shape_best_first(vllm_engine, hf_engine, dataset):
+    from bridgerec.llm.prompts import ItemView
+    from bridgerec.methods.bigrec import generate_titles, next_item_prompts
+    from bridgerec.models.histories import histories_for
+
+    titles = dataset.items().sort_values("iid")["title"].astype(str).tolist()
+    prompts = next_item_prompts(histories_for(dataset, ("train",)), np.arange(6), lambda i: ItemView(i, titles[i]), 5)
+    for engine in (vllm_engine, hf_engine):
+        beams = engine.beam_search(prompts, 3, 12, stop=("\n",))
+        assert [len(b) for b in beams] == [3] * len(prompts), engine.name
+        for per_prompt in beams:
+            assert all("\n" not in g.text and len(g.token_ids) <= 12 for g in per_prompt)
+            assert len({tuple(g.token_ids) for g in per_prompt}) == 3, [g.text for g in per_prompt]  # distinct beams
+            if engine.name == "vllm":  # vLLM ranks by cum_logprob / length (prompt included, EOS not)
+                key = [g.extra["cum_logprob"] / (len(g.prompt_token_ids) + len(g.token_ids)) for g in per_prompt]
+            else:  # transformers reports that normalised score itself (new tokens only)
+                key = [g.extra["cum_logprob"] for g in per_prompt]
+            assert key == sorted(key, reverse=True), key
+        out = generate_titles(engine, prompts, 12, num_beams=3)
+        assert len(out.beams) == len(prompts) and all(len(b) == 3 for b in out.beams)
+        assert out.titles == [b[0] for b in out.beams]
+
+
+def test_beams_from_a_tuned_adapter_merge_by_rank_on_validation_only(outcome, bigrec_cfg, dataset, vllm_engine):
+    """``adapter_dir`` skips the tuning, ``test=False`` stops after validation (a sweep's trials),
+    and two beams per user are grounded and merged by rank: the merged ranking keeps each beam's
+    first item in the top 2."""
+    from bridgerec.methods import build_method
+    from bridgerec.methods.bigrec import embed_for_grounding
+    from bridgerec.methods.bigrec_core import popularity_prior
+    from bridgerec.models import build_model_for_dataset
+    from bridgerec.workflows.bigrec import run_bigrec
+
+    res, _ = outcome
+    cfg = bigrec_cfg.model_copy(deep=True)
+    cfg.method.bigrec.num_beams = 2
+    cfg.method.bigrec.gamma = 0.0
+    beamed = run_bigrec(cfg, dataset, log=lambda m: None, engine=vllm_engine, test=False, adapter_dir=res.adapter_dir)
+    assert beamed.test is None and beamed.test_grounding is None and set(beamed.generated) == {"valid"}
+    assert beamed.adapter_dir == res.adapter_dir and beamed.sft["history"] == []
+    # rebuild two beams by hand: each beam's best item leads the merged list
+    items = dataset.items().sort_values("iid")["title"].astype(str).tolist()
+    method = build_method(cfg.method, build_model_for_dataset(cfg.model, dataset), {})
+    method.set_grounding(embed_for_grounding(items, "encoder", cfg.encoder),
+                         popularity_prior(dataset.pairs("train")[1], dataset.n_items))
+    users = np.unique(dataset.pairs("valid")[0])[:20]
+    counts = {t: items.count(t) for t in items}
+    unique = [i for i, t in enumerate(items) if counts[t] == 1]
+    assert len(unique) >= 40
+    first, second = unique[:20], unique[20:40]
+    two = np.stack([embed_for_grounding([items[i] for i in first], "encoder", cfg.encoder),
+                    embed_for_grounding([items[i] for i in second], "encoder", cfg.encoder)])
+    method.set_generated(users, two)
+    top2 = torch.topk(method.full_scores(torch.as_tensor(users)), 2, dim=1).indices.numpy()
+    assert top2.tolist() == [[a, b] for a, b in zip(first, second)]  # beam 1's nearest item, then beam 2's
+
+
+def test_domain_reweighting_reads_the_domain_models_scores(outcome, bigrec_cfg, dataset, vllm_engine, tmp_path):
+    """An oracle domain model (each user's vector points at their validation item) reweights the
+    grounding: gamma selection on validation takes the largest gamma and nearly every validation
+    item reaches the top 20. A model of another dataset, and no model at all, are refused by key."""
+    from bridgerec.config import ConfigError
+    from bridgerec.workflows.bigrec import run_bigrec
+
+    res, _ = outcome
+    uids, iids = dataset.pairs("valid")
+    users = np.zeros((dataset.n_users, dataset.n_items), np.float32)
+    users[uids, iids] = 1.0
+    np.savez(tmp_path / "oracle.npz", user_emb=users, item_emb=np.eye(dataset.n_items, dtype=np.float32))
+    cfg = bigrec_cfg.model_copy(deep=True)
+    cfg.method.bigrec.reweight, cfg.method.bigrec.domain_run = "domain", str(tmp_path / "oracle.npz")
+    lines = []
+    run = run_bigrec(cfg, dataset, log=lines.append, engine=vllm_engine, test=False, adapter_dir=res.adapter_dir)
+    assert run.gamma == 8.0 and run.gamma_table[8.0] > run.gamma_table[0.0]
+    assert run.valid.overall["recall@20"] >= 0.9, run.gamma_table
+    assert any("reweighting by the domain model's scores" in line for line in lines)
+
+    np.savez(tmp_path / "other.npz", user_emb=users[:, :5], item_emb=np.eye(dataset.n_items, 5, dtype=np.float32)[:-1])
+    cfg.method.bigrec.domain_run = str(tmp_path / "other.npz")
+    with pytest.raises(ConfigError, match=r"method.bigrec.domain_run=.*other.npz: .* items, but the dataset has"):
+        run_bigrec(cfg, dataset, log=lambda m: None, engine=vllm_engine, test=False, adapter_dir=res.adapter_dir)
+    with pytest.raises(ValueError, match="method.bigrec.reweight=domain needs method.bigrec.domain_run"):
+        Config.model_validate({**bigrec_cfg.model_dump(), "method": {"name": "bigrec", "bigrec": {"reweight": "domain"}}})

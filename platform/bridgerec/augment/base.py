@@ -81,7 +81,8 @@ def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def load_domain_embeddings(src: str, tracking_uri: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_domain_embeddings(src: str, tracking_uri: str | None = None,
+                           key: str = "augment.prompt_aug.embeddings") -> tuple[np.ndarray, np.ndarray]:
     """(user_emb, item_emb) of a trained domain model, from any of:
 
     - ``runs:/<run id>/model`` or ``models:/<name>@<alias>`` (a run logged by ``bridgerec train``;
@@ -89,6 +90,8 @@ def load_domain_embeddings(src: str, tracking_uri: str | None = None) -> tuple[n
     - a directory with ``user_embeddings.npy`` and ``item_embeddings.npy`` (a downloaded ``model/``
       artifact directory);
     - an ``.npz`` with ``user_emb`` and ``item_emb``.
+
+    Errors name ``key``, the config key ``src`` came from.
     """
     if src.startswith(("runs:/", "models:/")):
         import mlflow
@@ -100,15 +103,15 @@ def load_domain_embeddings(src: str, tracking_uri: str | None = None) -> tuple[n
         files = [os.path.join(src, f"{side}_embeddings.npy") for side in ("user", "item")]
         missing = [f for f in files if not os.path.exists(f)]
         if missing:
-            raise FileNotFoundError(f"augment.prompt_aug.embeddings: {src} has no {', '.join(map(os.path.basename, missing))} "
+            raise FileNotFoundError(f"{key}: {src} has no {', '.join(map(os.path.basename, missing))} "
                                     "(expected a trained run's model/ artifacts)")
         return np.load(files[0]), np.load(files[1])
     if not os.path.exists(src):
-        raise FileNotFoundError(f"augment.prompt_aug.embeddings: {src} does not exist")
+        raise FileNotFoundError(f"{key}: {src} does not exist")
     with np.load(src) as z:
         missing = [k for k in ("user_emb", "item_emb") if k not in z.files]
         if missing:
-            raise ValueError(f"augment.prompt_aug.embeddings: {src} lacks arrays {missing} (has {z.files})")
+            raise ValueError(f"{key}: {src} lacks arrays {missing} (has {z.files})")
         return z["user_emb"], z["item_emb"]
 
 

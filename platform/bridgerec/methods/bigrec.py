@@ -6,7 +6,9 @@ BIGRec does not train the domain model: it tunes the LLM with LoRA to write the 
 writes to real items. The :class:`BIGRec` module is the grounding side, what evaluation and
 export read: the item vectors, each user's generated-title vector (set per evaluation stage,
 since the prompt shows the history known at that stage), the popularity prior and gamma;
-``full_scores`` is ``-(dist x (1 + prior)^(-gamma))`` (:func:`~bridgerec.methods.bigrec_core.reweighted_scores`).
+``full_scores`` is ``-(dist x (1 + prior)^(-gamma))`` (:func:`~bridgerec.methods.bigrec_core.reweighted_scores`);
+with several beams per user (``method.bigrec.num_beams``) each beam's scores are merged by rank
+(:func:`~bridgerec.methods.bigrec_core.merge_by_rank`).
 
 The LLM-side helpers here render the prompts (the one prompt module's ``next_item`` template in
 the backbone's chat format), generate through an :class:`~bridgerec.llm.engine.Engine` (vLLM or
@@ -18,14 +20,14 @@ The workflow that strings them together is :mod:`bridgerec.workflows.bigrec`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from bridgerec.methods.base import Method
-from bridgerec.methods.bigrec_core import grounding_distances, reweighted_scores
+from bridgerec.methods.bigrec_core import grounding_distances, merge_by_rank, reweighted_scores, row_minmax
 from bridgerec.models.base import Batch
 
 __all__ = ["BIGRec", "GeneratedTitles", "next_item_prompts", "generate_titles", "embed_for_grounding", "grounding_embedder", "last_token_states"]
@@ -39,33 +41,64 @@ class BIGRec(Method):
         super().__init__(cfg, domain, inputs)
         self.bcfg = cfg.bigrec
         self.register_buffer("item_vectors", torch.zeros(domain.n_items, 1))
-        self.register_buffer("generated", torch.zeros(domain.n_users, 1))
+        self.register_buffer("generated", torch.zeros(domain.n_users, 1))  # the first (best) beam's vectors
+        self.more_beams: list[torch.Tensor] = []  # the other beams' (n_users, d) tables, best first
         self.register_buffer("prior", torch.zeros(1, domain.n_items))
         self.gamma = float(self.bcfg.gamma or 0.0)
         self._grounded, self._reweight = False, False
+        self._domain: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise RuntimeError("bigrec tunes the LLM (bridgerec.training.sft via bridgerec.workflows.bigrec), "
                            "not the domain model: it has no domain-model training step")
 
-    def set_grounding(self, item_vectors: np.ndarray, prior: torch.Tensor | None) -> None:
-        """The item vectors (I, d) titles are grounded to, and the (1, I) prior (None: no reweighting)."""
+    def set_grounding(self, item_vectors: np.ndarray, prior: torch.Tensor | None,
+                      domain: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """The item vectors (I, d) titles are grounded to, and what reweights them: the (1, I)
+        ``prior``, or ``domain`` = (user, item) embeddings of a domain model, whose scores
+        (user . item, min-max normalised per user) are the prior; neither: grounding alone."""
         self.item_vectors = torch.as_tensor(np.asarray(item_vectors, np.float32))
         self.prior = prior.float() if prior is not None else torch.zeros(1, self.item_vectors.shape[0])
-        self._reweight = prior is not None
+        self._domain = None
+        if domain is not None:
+            users, items = (torch.as_tensor(np.asarray(x, np.float32)) for x in domain)
+            if users.shape[1] != items.shape[1] or items.shape[0] != self.item_vectors.shape[0]:
+                raise ValueError(f"domain embeddings user {tuple(users.shape)} / item {tuple(items.shape)} do not fit "
+                                 f"{self.item_vectors.shape[0]} items")
+            self._domain = (users, items)
+        self._reweight = prior is not None or domain is not None
         self._grounded = True
 
+    def _aux(self, uids: torch.Tensor) -> torch.Tensor | None:
+        if not self._reweight:
+            return None
+        if self._domain is None:
+            return self.prior
+        users, items = self._domain
+        return row_minmax(users[uids.cpu()] @ items.T)
+
     def set_generated(self, uids: np.ndarray, vectors: np.ndarray) -> None:
-        """The generated-title vectors of ``uids`` (rows of ``vectors``), for the stage evaluated next."""
-        table = torch.zeros(self.domain.n_users, self.item_vectors.shape[1])
-        table[torch.as_tensor(np.asarray(uids, np.int64))] = torch.as_tensor(np.asarray(vectors, np.float32))
-        self.generated = table
+        """The generated-title vectors of ``uids`` for the stage evaluated next: (n, d), one title
+        per user, or (beams, n, d), best beam first."""
+        v = np.asarray(vectors, np.float32)
+        beams = v[None] if v.ndim == 2 else v
+        rows = torch.as_tensor(np.asarray(uids, np.int64))
+        tables = []
+        for beam in beams:
+            table = torch.zeros(self.domain.n_users, self.item_vectors.shape[1])
+            table[rows] = torch.as_tensor(beam)
+            tables.append(table)
+        self.generated, self.more_beams = tables[0], tables[1:]
 
     def scores(self, uids: torch.Tensor, gamma: float | None = None) -> torch.Tensor:
         if not self._grounded:
             raise RuntimeError("BIGRec.set_grounding was not called: no item vectors to ground to")
-        dist = grounding_distances(self.generated[uids.cpu()].numpy(), self.item_vectors.numpy())
-        return reweighted_scores(dist, self.prior if self._reweight else None, self.gamma if gamma is None else gamma)
+        g = self.gamma if gamma is None else gamma
+        per_beam, aux = [], self._aux(uids)
+        for table in (self.generated, *self.more_beams):
+            dist = grounding_distances(table[uids.cpu()].numpy(), self.item_vectors.numpy())
+            per_beam.append(reweighted_scores(dist, aux, g))
+        return merge_by_rank(per_beam)
 
     def full_scores(self, uids: torch.Tensor) -> torch.Tensor:
         return self.scores(uids)
@@ -96,26 +129,34 @@ def next_item_prompts(histories: tuple[np.ndarray, np.ndarray], uids: np.ndarray
 
 @dataclass
 class GeneratedTitles:
-    titles: list[str]  # parsed (the quoted title, else the first line)
+    titles: list[str]  # parsed (the quoted title, else the first line); the best beam's with beam search
     raw: list[str]
     seconds: float
     tokens: int
+    beams: list[list[str]] = field(default_factory=list)  # per prompt, every beam's parsed title, best first
 
     @property
     def per_second(self) -> float:
         return len(self.titles) / max(self.seconds, 1e-9)
 
 
-def generate_titles(engine, prompts: Sequence[str], max_new_tokens: int) -> GeneratedTitles:
-    """Greedy generation of one title per prompt through ``engine`` (vLLM or transformers)."""
+def generate_titles(engine, prompts: Sequence[str], max_new_tokens: int, num_beams: int = 1) -> GeneratedTitles:
+    """One title per prompt through ``engine`` (vLLM or transformers): greedy, or with
+    ``num_beams > 1`` beam search (every beam kept in ``beams``; ``titles`` is the best beam's)."""
     from bridgerec.llm.engine import GenerationParams
     from bridgerec.llm.prompts import parse_next_item
 
     t0 = time.time()
-    gens = engine.generate(list(prompts), GenerationParams(max_tokens=max_new_tokens, temperature=0.0, stop=("\n",)))
+    if num_beams > 1:
+        per_prompt = engine.beam_search(list(prompts), num_beams, max_new_tokens, stop=("\n",))
+    else:
+        gens = engine.generate(list(prompts), GenerationParams(max_tokens=max_new_tokens, temperature=0.0, stop=("\n",)))
+        per_prompt = [[g] for g in gens]
     seconds = time.time() - t0
-    raw = [g.text for g in gens]
-    return GeneratedTitles([parse_next_item(t) for t in raw], raw, seconds, sum(g.num_tokens for g in gens))
+    raw = [beams[0].text for beams in per_prompt]
+    beams = [[parse_next_item(g.text) for g in gens] for gens in per_prompt]
+    beams = [b + b[-1:] * (num_beams - len(b)) for b in beams]  # an engine may end with fewer beams than asked
+    return GeneratedTitles([b[0] for b in beams], raw, seconds, sum(g.num_tokens for gens in per_prompt for g in gens), beams)
 
 
 def last_token_states(model_path: str, texts: Sequence[str], batch_size: int = 16, dtype: str = "float32") -> np.ndarray:

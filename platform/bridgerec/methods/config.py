@@ -99,13 +99,23 @@ class BIGRecConfig(Section):
     """Most tokens of one instruction example (prompt cut from the left; the target always survives)."""
     max_new_tokens: int = 32
     """Most tokens generated per user (a title is short)."""
+    num_beams: int = 1
+    """Titles per user: 1 = greedy; N > 1 = beam search (N beams through the engine), each beam's
+    grounded ranking merged by rank (every beam's first item, then every beam's second, ...)."""
     ground_with: Literal["encoder", "llm_hidden"] = "encoder"
     """How the generated title and the item titles are embedded for L2 grounding: `encoder` = the text
     encoder (encoder.*); `llm_hidden` = the base LLM's last-layer hidden state of the last token
     (the paper's choice)."""
-    reweight: Literal["none", "popularity"] = "popularity"
+    reweight: Literal["none", "popularity", "domain"] = "popularity"
     """Prior multiplied into the grounding distance: dist x (1 + prior)^(-gamma); `popularity` = the
-    min-max normalised share of training interactions; `none` = grounding alone."""
+    min-max normalised share of training interactions; `domain` = the domain model's scores of the
+    user's items (user . item of `domain_run`'s embeddings), min-max normalised per user; `none` =
+    grounding alone."""
+    domain_run: Optional[str] = None
+    """The trained domain model for reweight: domain: `runs:/<run id>/model` or `models:/NAME@alias`
+    of a `bridgerec train` run on the same dataset, its downloaded `model/` directory, or an .npz
+    with `user_emb` and `item_emb`. Its user vectors must not depend on held-out items (MF and
+    LightGCN; a sequence model's exported users read the whole history and are refused)."""
     gammas: list[float] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     """Grid searched for gamma on the VALIDATION split (by train.select_metric)."""
     gamma: Optional[float] = None
@@ -118,12 +128,15 @@ class BIGRecConfig(Section):
     def _ranges(self) -> "BIGRecConfig":
         if self.train_samples is not None and self.train_samples < 1:
             raise ValueError("method.bigrec.train_samples must be >= 1 or null (all examples)")
-        if self.history_len < 1 or self.max_length < 8 or self.max_new_tokens < 1:
-            raise ValueError("method.bigrec.history_len and max_new_tokens must be >= 1, max_length >= 8")
+        if self.history_len < 1 or self.max_length < 8 or self.max_new_tokens < 1 or self.num_beams < 1:
+            raise ValueError("method.bigrec.history_len, max_new_tokens and num_beams must be >= 1, max_length >= 8")
         if not self.gammas or any(g < 0 for g in self.gammas):
             raise ValueError("method.bigrec.gammas must be a non-empty list of values >= 0")
         if self.gamma is not None and self.gamma < 0:
             raise ValueError("method.bigrec.gamma must be >= 0")
+        if self.reweight == "domain" and not self.domain_run:
+            raise ValueError("method.bigrec.reweight=domain needs method.bigrec.domain_run (runs:/<run id>/model of "
+                             "a bridgerec train run on the same dataset, its model/ directory, or an .npz)")
         return self
 
 

@@ -11,7 +11,8 @@
    validation split (:func:`~bridgerec.methods.bigrec_core.select_gamma`).
 
 Reported on test: grounding alone (gamma 0) and with the reweighting (the chosen gamma), beside
-popularity; known items are masked in the ranking (BIGRec's own scripts rank the history too).
+popularity (``test=False`` stops after validation: a sweep's trials are chosen on it and only the
+chosen trial's adapter, passed back as ``adapter_dir``, is tested); known items are masked in the ranking (BIGRec's own scripts rank the history too).
 Also reported: generation validity (share of titles that are exactly a catalogue title, and
 within ``method.bigrec.valid_distance`` of one) and generation throughput.
 """
@@ -24,6 +25,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -38,8 +40,8 @@ __all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "summary_lines"]
 
 @dataclass
 class BIGRecResult:
-    test: EvalResult  # with the chosen gamma
-    test_grounding: EvalResult  # gamma 0: grounding alone
+    test: Optional[EvalResult]  # with the chosen gamma (None: run with test=False)
+    test_grounding: Optional[EvalResult]  # gamma 0: grounding alone
     valid: EvalResult  # the chosen gamma on validation
     gamma: float
     gamma_table: dict[float, float]
@@ -108,12 +110,54 @@ def _generate(cfg: Config, data: DatasetDir, engine, chat, titles, split: str):
     hist = histories_for(data, TEST_HISTORY, before="test") if split == "test" else histories_for(data, ("train",))
     uids = np.unique(data.pairs(split)[0])
     prompts = next_item_prompts(hist, uids, lambda i: ItemView(i, titles[i]), cfg.method.bigrec.history_len, chat)
-    return uids, generate_titles(engine, prompts, cfg.method.bigrec.max_new_tokens)
+    b = cfg.method.bigrec
+    return uids, generate_titles(engine, prompts, b.max_new_tokens, b.num_beams)
 
 
-def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecResult:
+def _domain_embeddings(cfg: Config, data: DatasetDir, log) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) embeddings of ``method.bigrec.domain_run``, checked against the dataset (same
+    users and items) and refused when the user vectors read held-out items (a sequence model's
+    exported users are conditioned on the whole history: they would leak the test item)."""
+    from bridgerec.augment.base import load_domain_embeddings
+    from bridgerec.config import ConfigError
+    from bridgerec.models.snapshot import read_description
+
+    src = cfg.method.bigrec.domain_run
+    local = src
+    if src.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.tracking_uri())
+        local = mlflow.artifacts.download_artifacts(artifact_uri=src)
+    try:
+        users, items = load_domain_embeddings(local, key="method.bigrec.domain_run")
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    if users.shape[0] != data.n_users or items.shape[0] != data.n_items:
+        raise ConfigError(f"method.bigrec.domain_run={src}: {users.shape[0]} users x {items.shape[0]} items, but the "
+                          f"dataset has {data.n_users} x {data.n_items} (a run on another dataset?)")
+    desc = read_description(local) if os.path.isdir(local) else None
+    if desc and desc.get("conditions_on_history"):
+        raise ConfigError(f"method.bigrec.domain_run={src}: a sequence model ({desc.get('model', {}).get('name')}); its "
+                          "exported user vectors read every known item, test included; use MF or LightGCN")
+    log(f"[bigrec] reweighting by the domain model's scores ({src}: {users.shape[1]}-d embeddings)")
+    return users, items
+
+
+def _beam_vectors(embed, beams: list[list[str]]) -> np.ndarray:
+    """(beams, users, d): every user's beam titles embedded in one call (beam b of user u at [b, u])."""
+    width = len(beams[0]) if beams else 1
+    flat = [titles[b] for b in range(width) for titles in beams]
+    v = np.asarray(embed(flat), np.float32)
+    return v.reshape(width, len(beams), -1)
+
+
+def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: bool = True,
+               adapter_dir: Optional[str] = None) -> BIGRecResult:
     """Both steps and the evaluation (Ray must be initialised for step 1). ``engine``: an already
-    loaded engine to generate with instead of the tuned model (tests share one)."""
+    loaded engine to generate with instead of the tuned model (tests share one). ``test=False``:
+    validation only (the test split is neither generated for nor scored). ``adapter_dir``: an
+    adapter tuned before (a sweep's chosen trial): step 1 is skipped."""
     from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
     from bridgerec.llm.engine import build_engine
     from bridgerec.llm.lora import merge_adapter
@@ -127,26 +171,33 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
     tokenizer = load_tokenizer(backbone.path, padding_side="right")
     chat = chat_format(cfg.llm, backbone, tokenizer)
     titles = _titles(data)
-    sft = _tune(cfg, data, backbone, tokenizer, chat, titles, log)
-    log(f"[bigrec] adapter: {sft.adapter_dir} (best epoch {sft.best_metrics.get('epoch')}, valid loss "
-        f"{sft.best_metrics.get('valid_loss', float('nan')):.4f}, {sft.train_seconds:.0f} s)")
+    if adapter_dir is None:
+        sft = _tune(cfg, data, backbone, tokenizer, chat, titles, log)
+        log(f"[bigrec] adapter: {sft.adapter_dir} (best epoch {sft.best_metrics.get('epoch')}, valid loss "
+            f"{sft.best_metrics.get('valid_loss', float('nan')):.4f}, {sft.train_seconds:.0f} s)")
+        adapter_dir, sft_record = sft.adapter_dir, {"best": sft.best_metrics, "history": sft.history,
+                                                    "seconds": sft.train_seconds}
+    else:
+        log(f"[bigrec] step 1 done before: adapter {adapter_dir}")
+        sft_record = {"best": {}, "history": [], "seconds": 0.0}
 
     method = build_method(cfg.method, build_model_for_dataset(cfg.model, data), {})
     log(f"[bigrec] step 2: grounding with {b.ground_with}; item vectors of {len(titles)} titles")
     embed = grounding_embedder(b.ground_with, cfg.encoder, backbone.path)  # loaded once for items and both splits
     item_vectors = embed(titles)
     prior = popularity_prior(data.pairs("train")[1], data.n_items) if b.reweight == "popularity" else None
-    method.set_grounding(item_vectors, prior)
+    domain = _domain_embeddings(cfg, data, log) if b.reweight == "domain" else None
+    method.set_grounding(item_vectors, prior, domain)
 
     own = engine is None
     merged = None
     if own:
         merged = tempfile.mkdtemp(prefix="bridgerec-bigrec-merged-")
-        merge_adapter(backbone.path, sft.adapter_dir, merged, cfg.llm.backbone_dtype)
+        merge_adapter(backbone.path, adapter_dir, merged, cfg.llm.backbone_dtype)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's INFO lines would bury the progress
         engine = build_engine(cfg.llm, merged)
     try:
-        gens = {s: _generate(cfg, data, engine, chat, titles, s) for s in ("valid", "test")}
+        gens = {s: _generate(cfg, data, engine, chat, titles, s) for s in (("valid", "test") if test else ("valid",))}
     finally:
         if own:
             engine.close()
@@ -155,8 +206,9 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
     validity, rate, vectors = {}, {}, {}
     index = build_index(item_vectors, "l2", cfg.retrieval)
     for split, (uids, g) in gens.items():
-        vectors[split] = embed(g.titles)
-        _, neg_sq = index.search(vectors[split], 1)  # faiss L2 scores are minus squared distances
+        beams = _beam_vectors(embed, g.beams)  # (beams, users, d), the best beam first
+        vectors[split] = beams
+        _, neg_sq = index.search(beams[0], 1)  # faiss L2 scores are minus squared distances
         nearest = np.sqrt(np.maximum(-neg_sq[:, 0].astype(np.float64), 0.0))
         validity[split] = generation_validity(g.titles, nearest, titles, b.valid_distance)
         rate[split] = g.per_second
@@ -165,7 +217,7 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
             f"{b.valid_distance:g} of one")
 
     method.set_generated(gens["valid"][0], vectors["valid"])
-    if b.gamma is not None or prior is None:
+    if b.gamma is not None or b.reweight == "none":
         gamma, table = float(b.gamma or 0.0), {}
     else:
         import torch
@@ -178,14 +230,15 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None) -> BIGRecRes
             f"({', '.join(f'{g:g}: {v:.4f}' for g, v in table.items())})")
     method.gamma = gamma
     valid = evaluate_split(method.full_scores, data, cfg.eval, "valid")
-    method.set_generated(gens["test"][0], vectors["test"])
-    test = evaluate_split(method.full_scores, data, cfg.eval, "test")
-    method.gamma = 0.0
-    test_grounding = evaluate_split(method.full_scores, data, cfg.eval, "test")
-    method.gamma = gamma
-    return BIGRecResult(test, test_grounding, valid, gamma, table, validity, rate,
-                        {"best": sft.best_metrics, "history": sft.history, "seconds": sft.train_seconds},
-                        sft.adapter_dir, {s: g.titles for s, (_, g) in gens.items()})
+    tested = grounding_only = None
+    if test:
+        method.set_generated(gens["test"][0], vectors["test"])
+        tested = evaluate_split(method.full_scores, data, cfg.eval, "test")
+        method.gamma = 0.0
+        grounding_only = evaluate_split(method.full_scores, data, cfg.eval, "test")
+        method.gamma = gamma
+    return BIGRecResult(tested, grounding_only, valid, gamma, table, validity, rate, sft_record, adapter_dir,
+                        {s: g.titles for s, (_, g) in gens.items()})
 
 
 def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
@@ -195,11 +248,14 @@ def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
 
     from bridgerec.tracking import log_eval
 
-    log_eval(res.test, "test_")
-    log_eval(res.test_grounding, "test_grounding_only_")
+    if res.test is not None:
+        log_eval(res.test, "test_")
+        log_eval(res.test_grounding, "test_grounding_only_")
     log_eval(res.valid, "best_valid_")
+    tuned_here = bool(res.sft["history"])  # (an adapter reused from an earlier run has its own record)
     mlflow.log_metrics({
-        "bigrec_gamma": res.gamma, "sft_seconds": float(res.sft["seconds"]),
+        "bigrec_gamma": res.gamma,
+        **({"sft_seconds": float(res.sft["seconds"])} if tuned_here else {}),
         **{f"sft_{k}": float(v) for k, v in res.sft["best"].items() if isinstance(v, (int, float))},
         **{f"generation_{s}_users_per_s": v for s, v in res.users_per_s.items()},
         **{f"validity_{s}_exact": v.exact for s, v in res.validity.items()},
@@ -222,7 +278,8 @@ def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
 def summary_lines(res: BIGRecResult, cfg: Config) -> list[str]:
     """What `bridgerec train` prints under the results table for a bigrec run."""
     b = cfg.method.bigrec
-    lines = [f"bigrec: gamma {res.gamma:g} (chosen on validation {cfg.train.select_metric}); "
+    beams = "greedy, one title per user" if b.num_beams == 1 else f"{b.num_beams} beams per user merged by rank"
+    lines = [f"bigrec: gamma {res.gamma:g} (chosen on validation {cfg.train.select_metric}); {beams}; "
              f"grounding with {b.ground_with}; protocol: full ranking, known items masked"]
     for s, v in res.validity.items():
         lines.append(f"generated titles ({s}): {v.exact:.1%} exactly a catalogue title, {v.near:.1%} within "
