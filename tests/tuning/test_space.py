@@ -11,7 +11,9 @@ from bridgerec.tuning import check_space, load_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = {"base": "lightgcn_synthetic", "rlmrec-con": "rlmrec_con_lightgcn_synthetic",
-           "rlmrec-gen": "rlmrec_gen_lightgcn_synthetic", "darec": "darec_lightgcn_synthetic"}
+           "rlmrec-gen": "rlmrec_gen_lightgcn_synthetic", "darec": "darec_lightgcn_synthetic",
+           "bigrec": "bigrec_tiny_synthetic"}
+LLM_METHODS = {"bigrec"}  # a trial reports once: fifo, and fewer (longer) trials
 
 
 @pytest.mark.parametrize("method", sorted(SHIPPED))
@@ -19,7 +21,10 @@ def test_shipped_spaces_fit_their_configs(method):
     spec = load_space(os.path.join(ROOT, "jobs", "spaces", f"{method}.yaml"))
     cfg = load_config(os.path.join(ROOT, "jobs", "configs", f"{SHIPPED[method]}.yaml"))
     check_space(spec, cfg, method)  # raises on a key the config does not have
-    assert spec.num_samples >= 16 and spec.scheduler == "asha"
+    if method in LLM_METHODS:
+        assert spec.num_samples >= 4 and spec.scheduler == "fifo"
+    else:
+        assert spec.num_samples >= 16 and spec.scheduler == "asha"
     assert set(spec.tune_space()) == set(spec.params)
 
 
@@ -117,10 +122,10 @@ def test_asha_rungs_survive_a_resume(tmp_path):
     assert fresh.on_trial_result(None, Trial("bad"), {"epoch": 1, "valid_recall_at_20": 0.1}) == TrialScheduler.CONTINUE
 
 
-def test_a_sweep_of_an_llm_tuning_method_is_refused_before_any_work(tmp_path):
+def test_an_asha_sweep_of_an_llm_tuning_method_is_refused_before_any_work(tmp_path):
     from bridgerec.workflows.tune import run_tune
 
-    space = _write(tmp_path, "params: {train.lr: {loguniform: [0.001, 0.01]}}")
+    space = _write(tmp_path, "params: {train.lr: {loguniform: [0.001, 0.01]}}")  # scheduler asha by default
     cfg = load_config(None, ["method.name=bigrec", f"work_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match="method.name=bigrec: sweeps of methods that tune the LLM"):
+    with pytest.raises(ConfigError, match="scheduler: asha with method.name=bigrec: a trial that tunes the LLM reports once"):
         run_tune(cfg, space)

@@ -9,6 +9,12 @@ Selection is by the validation metric (``valid_<train.select_metric>``) only: af
 best trial's best checkpoint is evaluated on the test split, logged as a servable model in its
 child run (registered when ``tracking.registered_model`` is set, with no alias) and linked from
 the parent; the other trials are never tested.
+
+Methods that tune the LLM (``bigrec``) sweep the same way with one difference: a trial tunes its
+LoRA adapter, writes and grounds the validation users' titles, picks gamma on validation and
+reports once (so the scheduler must be ``fifo``: ASHA has no epochs to compare); the chosen
+trial's adapter then writes the test users' titles, and its test metrics go to its child run and
+the parent. No recommender model is registered for them (nothing servable on its own yet).
 """
 
 from __future__ import annotations
@@ -87,6 +93,32 @@ def _trial(params: dict[str, Any], context: dict[str, Any]) -> None:
         result = train(cfg, data, run_id=run_id, tracking_uri=uri, callbacks=[TuneReportCallback()], progress=False)
         log_selection(result.model, data, cfg, result.best_metrics)
         mlflow.set_tags({TRIAL_STATE_TAG: "completed", "checkpoint_dir": result.checkpoint_dir})
+
+
+def _llm_trial(params: dict[str, Any], context: dict[str, Any]) -> None:
+    """One trial of a method that tunes the LLM: its whole run on validation only, one report
+    (the validation metric with the chosen gamma, and the adapter's directory as the checkpoint)."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from bridgerec.workflows.bigrec import log_bigrec, run_bigrec
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = with_values(Config.model_validate(context["config"]), params, "sweep parameters")
+    cfg.run_name = trial_run_name(context["sweep"], trial_id)
+    data = DatasetDir(context["dataset_dir"])
+    existing = find_trial_run(MlflowClient(context["tracking_uri"]), context["experiment_id"], context["parent_run_id"], trial_id)
+    tags = {PARENT_TAG: context["parent_run_id"], TRIAL_TAG: trial_id, SWEEP_TAG + "_name": context["sweep"]}
+    with mlflow_run(cfg, data, cfg.run_name, tags=tags, run_id=existing):
+        import mlflow
+
+        mlflow.set_tag(TRIAL_STATE_TAG, "running")
+        res = run_bigrec(cfg, data, log=console.detail, test=False)
+        log_bigrec(res, cfg)
+        value = res.valid.flat()[valid_metric_key(cfg).removeprefix("valid_")]
+        mlflow.set_tags({TRIAL_STATE_TAG: "completed", "checkpoint_dir": res.adapter_dir})
+        tune.report({valid_metric_key(cfg): value, "epoch": 1, "bigrec_gamma": res.gamma,
+                     "checkpoint_path": res.adapter_dir})
 
 
 # ----------------------------------------------------------------------------------- the driver
@@ -229,6 +261,28 @@ def _best_trial(results, metric: str):
     return best, best_value, best_ckpt
 
 
+def _test_llm_trial(cfg: Config, data: DatasetDir, best, adapter_dir: str, run_id: str | None,
+                    baseline: EvalResult, sweep: str, log) -> tuple[EvalResult, str]:
+    """The chosen trial of an LLM method on the test split: its adapter writes the test users'
+    titles, grounded with the gamma it chose on validation; the metrics go to its child run.
+    Returns (test metrics, the adapter's URI in MLflow)."""
+    import mlflow
+
+    from bridgerec.workflows.bigrec import run_bigrec
+
+    cfg.method.bigrec.gamma = float(best.metrics.get("bigrec_gamma", 0.0))
+    res = run_bigrec(cfg, data, log=log, adapter_dir=adapter_dir)
+    if cfg.tracking.registered_model:
+        log(f"[tune] tracking.registered_model is set, but a {cfg.method.name} trial logs no recommender model: "
+            "nothing is registered")
+    with mlflow.start_run(run_id=run_id, nested=True):
+        log_eval(res.test, "test_")
+        log_eval(res.test_grounding, "test_grounding_only_")
+        log_eval(baseline, "baseline_popularity_test_")
+        mlflow.set_tag("bridgerec.best_of_sweep", sweep)
+    return res.test, f"runs:/{run_id}/bigrec/adapter"
+
+
 def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | None = None,
              spec_overrides: dict[str, Any] | None = None, log=say) -> SweepSummary:
     """Run (or resume) a sweep; log the parent, the children and the best trial's model to MLflow."""
@@ -243,9 +297,11 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
     check_plugins(cfg)
     from bridgerec.methods import method_class
 
-    if method_class(cfg.method.name).trains_llm:
-        raise ConfigError(f"method.name={cfg.method.name}: sweeps of methods that tune the LLM are not supported yet "
-                          "(a trial trains a domain model); bigrec already picks gamma on validation from method.bigrec.gammas")
+    llm = method_class(cfg.method.name).trains_llm
+    if llm and spec.scheduler != "fifo":
+        raise ConfigError(f"space file {space}: scheduler: {spec.scheduler} with method.name={cfg.method.name}: a trial "
+                          "that tunes the LLM reports once, after its validation titles are grounded, so there are no "
+                          "epochs for ASHA to compare; use scheduler: fifo")
     cfg = _absolute(cfg)
     check_space(spec, cfg, f"space file {space}")
     name = resume or name or default_sweep_name(cfg)
@@ -258,6 +314,10 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
     check_eval_ks(cfg.eval, data.n_items)
     inputs = pin_method_inputs(cfg, data)
     load_method_inputs(cfg, data)  # semantic inputs computed (and cached) once, before any trial
+    if llm:
+        from bridgerec.llm.backbone import resolve_backbone
+
+        resolve_backbone(cfg.llm, cfg.work_dir, data)  # built (tiny) or converted once, before the trials share it
     metric = valid_metric_key(cfg)
     concurrency = max_concurrent(spec, cfg, ray.cluster_resources(), local_cores())
     log(f"[tune] sweep {name}: {spec.total_trials()} trial(s), {spec.search} search, {spec.scheduler} scheduler, "
@@ -282,8 +342,9 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
                    "experiment_id": client.get_run(parent_id).info.experiment_id}
         progress = _Progress(spec.total_trials(), metric).make()
         on_stop = _MarkStopped(uri, context["experiment_id"], parent_id)
-        tuner = (restore_tuner(_trial, context, cfg, name) if resume
-                 else build_tuner(_trial, context, spec, cfg, name, concurrency, [progress], on_stop))
+        trial_fn = _llm_trial if llm else _trial
+        tuner = (restore_tuner(trial_fn, context, cfg, name) if resume
+                 else build_tuner(trial_fn, context, spec, cfg, name, concurrency, [progress], on_stop))
         results = tuner.fit()
         states, stopped = _settle_trials(client, results, parent_id, context["experiment_id"], metric, spec.total_trials())
         if stopped:
@@ -299,12 +360,15 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
         best_run = find_trial_run(client, context["experiment_id"], parent_id, trial_id)
         trial_cfg = with_values(cfg, params, "best trial")
         trial_cfg.run_name = trial_run_name(name, trial_id)
-        model = load_model_from_checkpoint_dir(trial_cfg, data, ckpt)
         log(f"[tune] best trial {trial_id}: {metric} {best_value:.4f}; evaluating it on the test split")
-        test = evaluate_model(model, data, cfg.eval, "test")
         baseline = popularity_baseline(data, cfg.eval, "test")
-        with mlflow.start_run(run_id=best_run, nested=True):
-            model_uri = log_for_serving(model, data, trial_cfg, test, baseline, {"bridgerec.best_of_sweep": name}, log)
+        if llm:
+            test, model_uri = _test_llm_trial(trial_cfg, data, best, ckpt, best_run, baseline, name, log)
+        else:
+            model = load_model_from_checkpoint_dir(trial_cfg, data, ckpt)
+            test = evaluate_model(model, data, cfg.eval, "test")
+            with mlflow.start_run(run_id=best_run, nested=True):
+                model_uri = log_for_serving(model, data, trial_cfg, test, baseline, {"bridgerec.best_of_sweep": name}, log)
         mlflow.log_params({f"best.{k}": v for k, v in params.items()})
         mlflow.log_metric(best_valid_key(metric), best_value)
         log_eval(test, "best_test_")
