@@ -86,11 +86,13 @@ def fit_batch_size(cfg: Config, data: DatasetDir) -> None:
         cfg.train.batch_size = most
 
 
-def run(cfg: Config, data: DatasetDir) -> tuple[EvalResult, float, tuple[int, int]]:
-    """(test result, wall seconds, (best epoch, last epoch run))."""
+def run(cfg: Config, data: DatasetDir, keep: dict | None = None) -> tuple[EvalResult, float, tuple[int, int]]:
+    """(test result, wall seconds, (best epoch, last epoch run)); ``keep["model"]`` gets the trained model."""
     load_method_inputs(cfg, data)  # semantic inputs: computed and cached before the clock
     t0 = time.perf_counter()
     res = train(cfg, data)
+    if keep is not None:
+        keep["model"] = res.model
     test = evaluate_model(res.model, data, cfg.eval, "test")  # sequence models: + validation history
     epochs = (int(res.best_metrics.get("epoch", 0)), int(res.history[-1]["epoch"]) if res.history else 0)
     return test, time.perf_counter() - t0, epochs
@@ -184,6 +186,24 @@ def _throughput(cfg: Config, data: DatasetDir, adapter_dir: str, n_users: int) -
     return out
 
 
+def _variants(args, cfg: Config, data: DatasetDir, res, backbone: str, domain_npz: str, rows: dict, sizes: list) -> None:
+    """The seed-0 adapter of ``backbone`` again (no retraining): beam search (``--beams`` beams per
+    user merged by rank, popularity reweighting) and reweighting by LightGCN's scores instead of
+    popularity; each picks its own gamma on validation."""
+    from bridgerec.workflows.bigrec import run_bigrec
+
+    variants = [(f"bigrec {backbone}, {args.beams} beams + popularity", {"num_beams": args.beams})]
+    if os.path.exists(domain_npz):
+        variants.append((f"bigrec {backbone} + lightgcn scores", {"reweight": "domain", "domain_run": domain_npz}))
+    for row, changes in variants:
+        v = cfg.model_copy(deep=True)
+        v.method.bigrec = v.method.bigrec.model_validate({**v.method.bigrec.model_dump(), **changes})
+        print(f"[bench] {row} (the seed-0 adapter)", flush=True)
+        out = run_bigrec(v, data, log=print, adapter_dir=res.adapter_dir)
+        rows.setdefault(row, []).append((out.test, {"vllm_users_s": out.users_per_s["test"]}))
+        sizes.append(f"{row}: gamma chosen on validation {out.gamma:g}; the seed-0 adapter")
+
+
 def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
     from bridgerec.workflows.bigrec import run_bigrec
     from bridgerec.workflows.evaluate import popularity_baseline
@@ -195,7 +215,10 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
     rows: dict[str, list[tuple[EvalResult, dict]]] = {}
     cfg0 = bench_config(args, "base", 0, stamp)
     rows["popularity"] = [(popularity_baseline(data, cfg0.eval, "test"), {})]
+    domain_npz = os.path.join(os.path.abspath(args.work_dir), f"bench-bigrec-lightgcn-{stamp}.npz")
     for name, file in (("lightgcn", "lightgcn_synthetic.yaml"), ("sasrec", "sasrec_synthetic.yaml")):
+        if name not in args.baselines:
+            continue
         for seed in range(args.seeds):
             cfg = load_config(os.path.join(args.configs, file), [
                 f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
@@ -203,8 +226,12 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
                 *args.override])
             fit_batch_size(cfg, data)
             print(f"[bench] {name} seed {seed}", flush=True)
-            test, wall, _ = run(cfg, data)
+            keep: dict = {}
+            test, wall, _ = run(cfg, data, keep)
             rows.setdefault(name, []).append((test, {"train_s": wall}))
+            if name == "lightgcn" and seed == 0:  # the domain model of the "+ lightgcn scores" variant
+                users, items = (t.detach().cpu().numpy() for t in keep["model"].export_embeddings())
+                np.savez(domain_npz, user_emb=users, item_emb=items)
     sizes = []
     for backbone in args.bigrec:
         runs = []
@@ -221,6 +248,8 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
                 extra.update(_throughput(cfg, data, res.adapter_dir, args.throughput_users))
             rows.setdefault(f"bigrec {backbone} (gamma 0)", []).append((res.test_grounding, extra))
             rows.setdefault(f"bigrec {backbone} + popularity", []).append((res.test, extra))
+            if seed == 0 and args.variants:
+                _variants(args, cfg, data, res, backbone, domain_npz, rows, sizes)
         b = cfg.method.bigrec
         per_seed = "" if len(runs) == 1 else " (per seed)"
         gammas = ", ".join(f"{r.gamma:g}" for r in runs)
@@ -260,6 +289,11 @@ def main() -> None:
     p.add_argument("--bigrec", type=lambda v: v.split(","), default=["smollm2", "tiny"],
                    help="bigrec suite: backbones, comma-separated (tiny, smollm2; the first gets --bigrec-seeds)")
     p.add_argument("--bigrec-seeds", type=int, default=1, help="bigrec suite: seeds of the first backbone's row (default 1)")
+    p.add_argument("--baselines", type=lambda v: v.split(","), default=["lightgcn", "sasrec"],
+                   help="bigrec suite: domain-model rows, comma-separated (lightgcn, sasrec; default both)")
+    p.add_argument("--variants", action="store_true",
+                   help="bigrec suite: also the seed-0 adapters with --beams beams, and reweighted by LightGCN's scores")
+    p.add_argument("--beams", type=int, default=4, help="bigrec suite: beams per user of the --variants row (default 4)")
     p.add_argument("--throughput-users", type=int, default=200,
                    help="bigrec suite: validation users for the vLLM vs transformers throughput (0: skip)")
     args = p.parse_args()
