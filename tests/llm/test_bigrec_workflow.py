@@ -169,7 +169,8 @@ def test_domain_reweighting_reads_the_domain_models_scores(outcome, bigrec_cfg, 
     users[uids, iids] = 1.0
     np.savez(tmp_path / "oracle.npz", user_emb=users, item_emb=np.eye(dataset.n_items, dtype=np.float32))
     cfg = bigrec_cfg.model_copy(deep=True)
-    cfg.method.bigrec.reweight, cfg.method.bigrec.domain_run = "domain", str(tmp_path / "oracle.npz")
+    cfg.method.bigrec.domain_run = str(tmp_path / "oracle.npz")  # (before reweight: assignments are validated)
+    cfg.method.bigrec.reweight = "domain"
     lines = []
     run = run_bigrec(cfg, dataset, log=lines.append, engine=vllm_engine, test=False, adapter_dir=res.adapter_dir)
     assert run.gamma == 8.0 and run.gamma_table[8.0] > run.gamma_table[0.0]
