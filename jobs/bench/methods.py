@@ -139,7 +139,8 @@ def _gen_table(rows: dict[str, list[tuple[EvalResult, dict]]]) -> str:
         return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
     ref = {h: mean_std([_value(r, s, m) for r, _ in rows["lightgcn"]])[0] for h, s, m in GEN_COLUMNS} if "lightgcn" in rows else {}
-    head = ["row", "seeds", *[h for h, _, _ in GEN_COLUMNS], "train s", "users/s vLLM", "users/s transformers"]
+    head = ["row", "seeds", *[h for h, _, _ in GEN_COLUMNS], "train s", "users/s in the run (vLLM)",
+            "users/s vLLM, same users", "users/s transformers, same users"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, runs in rows.items():
         cells = [name, str(len(runs))]
@@ -147,7 +148,7 @@ def _gen_table(rows: dict[str, list[tuple[EvalResult, dict]]]) -> str:
             mean, std = mean_std([_value(r, s, m) for r, _ in runs])
             rel = f" ({100 * (mean / ref[h] - 1):+.0f}%)" if name != "lightgcn" and ref.get(h) else ""
             cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if len(runs) > 1 else "") + rel)
-        for key in ("train_s", "vllm_users_s", "hf_users_s"):
+        for key in ("train_s", "run_users_s", "vllm_users_s", "hf_users_s"):
             vals = [x[key] for _, x in runs if x.get(key) is not None]
             cells.append(f"{np.mean(vals):.1f}" if vals else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -200,7 +201,7 @@ def _variants(args, cfg: Config, data: DatasetDir, res, backbone: str, domain_np
         v.method.bigrec = v.method.bigrec.model_validate({**v.method.bigrec.model_dump(), **changes})
         print(f"[bench] {row} (the seed-0 adapter)", flush=True)
         out = run_bigrec(v, data, log=print, adapter_dir=res.adapter_dir)
-        rows.setdefault(row, []).append((out.test, {"vllm_users_s": out.users_per_s["test"]}))
+        rows.setdefault(row, []).append((out.test, {"run_users_s": out.users_per_s["test"]}))
         sizes.append(f"{row}: gamma chosen on validation {out.gamma:g}; the seed-0 adapter")
 
 
@@ -243,7 +244,7 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
             print(f"[bench] bigrec {backbone} seed {seed}", flush=True)
             res = run_bigrec(cfg, data, log=print)
             runs.append(res)
-            extra = {"train_s": res.sft["seconds"], "vllm_users_s": res.users_per_s["test"]}
+            extra = {"train_s": res.sft["seconds"], "run_users_s": res.users_per_s["test"]}
             if seed == 0 and args.throughput_users:
                 extra.update(_throughput(cfg, data, res.adapter_dir, args.throughput_users))
             rows.setdefault(f"bigrec {backbone} (gamma 0)", []).append((res.test_grounding, extra))
@@ -266,7 +267,8 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
               f"Test split, full ranking with known items masked (BIGRec's own scripts do not mask the history); "
               f"mean ± std over seeds; (relative change vs LightGCN); tail = long-tail users; "
               f"{os.cpu_count()} CPU cores, {platform.machine()}. users/s: titles generated per second by the tuned model "
-              f"(vLLM during the run's evaluation; both engines on {args.throughput_users} validation users).\n\n"
+              f"(in the run: vLLM on every test user, mean over seeds; same users: both engines, one after the other, on "
+              f"the first {args.throughput_users} validation users with the seed-0 adapter).\n\n"
               + "".join(f"- {line}\n" for line in sizes) + "\n")
     write_report(header + _gen_table(rows) + "\n", args.out)
 
