@@ -129,8 +129,8 @@ def table(results: dict[str, list[tuple[EvalResult, float, tuple[int, int]]]]) -
 BIGREC_CONFIGS = {"tiny": "bigrec_tiny_synthetic.yaml", "smollm2": "bigrec_smollm2_synthetic.yaml"}
 GEN_KS = (1, 5, 10, 20)
 GEN_COLUMNS = [*((f"N@{k}", None, f"ndcg@{k}") for k in GEN_KS), *((f"HR@{k}", None, f"hr@{k}") for k in GEN_KS),
-               ("tail N@10", "long_tail_users", "ndcg@10"), ("tail HR@10", "long_tail_users", "hr@10"),
-               ("tail HR@20", "long_tail_users", "hr@20")]
+               *((f"tail N@{k}", "long_tail_users", f"ndcg@{k}") for k in GEN_KS),
+               *((f"tail HR@{k}", "long_tail_users", f"hr@{k}") for k in GEN_KS)]
 
 
 def _gen_table(rows: dict[str, list[tuple[EvalResult, dict]]]) -> str:
@@ -189,11 +189,13 @@ def _throughput(cfg: Config, data: DatasetDir, adapter_dir: str, n_users: int) -
 
 def _variants(args, cfg: Config, data: DatasetDir, res, backbone: str, domain_npz: str, rows: dict, sizes: list) -> None:
     """The seed-0 adapter of ``backbone`` again (no retraining): beam search (``--beams`` beams per
-    user merged by rank, popularity reweighting) and reweighting by LightGCN's scores instead of
+    user merged by rank, popularity reweighting), grounding with the LLM's last hidden state (the
+    paper's choice) instead of the text encoder, and reweighting by LightGCN's scores instead of
     popularity; each picks its own gamma on validation."""
     from bridgerec.workflows.bigrec import run_bigrec
 
-    variants = [(f"bigrec {backbone}, {args.beams} beams + popularity", {"num_beams": args.beams})]
+    variants = [(f"bigrec {backbone}, {args.beams} beams + popularity", {"num_beams": args.beams}),
+                (f"bigrec {backbone}, llm_hidden grounding + popularity", {"ground_with": "llm_hidden"})]
     if os.path.exists(domain_npz):
         variants.append((f"bigrec {backbone} + lightgcn scores", {"reweight": "domain", "domain_run": domain_npz}))
     for row, changes in variants:
