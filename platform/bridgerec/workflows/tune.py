@@ -19,6 +19,7 @@ the parent. No recommender model is registered for them (nothing servable on its
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -74,11 +75,13 @@ def default_sweep_name(cfg: Config) -> str:
 
 
 # ------------------------------------------------------------------------------------ the trial
-def _trial(params: dict[str, Any], context: dict[str, Any]) -> None:
-    """One trial (runs in Tune's trial actor): train with the sampled values, report every epoch."""
+@contextlib.contextmanager
+def _trial_run(params: dict[str, Any], context: dict[str, Any]):
+    """The trial's config (base config + sampled values, its stable run name), the dataset and its
+    child run (reopened on resume), marked ``running``: yields (cfg, data, run_id, tracking uri)."""
+    import mlflow
     from mlflow.tracking import MlflowClient
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     cfg = with_values(Config.model_validate(context["config"]), params, "sweep parameters")
@@ -87,9 +90,16 @@ def _trial(params: dict[str, Any], context: dict[str, Any]) -> None:
     existing = find_trial_run(MlflowClient(context["tracking_uri"]), context["experiment_id"], context["parent_run_id"], trial_id)
     tags = {PARENT_TAG: context["parent_run_id"], TRIAL_TAG: trial_id, SWEEP_TAG + "_name": context["sweep"]}
     with mlflow_run(cfg, data, cfg.run_name, tags=tags, run_id=existing) as (run_id, uri):
-        import mlflow
-
         mlflow.set_tag(TRIAL_STATE_TAG, "running")
+        yield cfg, data, run_id, uri
+
+
+def _trial(params: dict[str, Any], context: dict[str, Any]) -> None:
+    """One trial (runs in Tune's trial actor): train with the sampled values, report every epoch."""
+    import mlflow
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    with _trial_run(params, context) as (cfg, data, run_id, uri):
         result = train(cfg, data, run_id=run_id, tracking_uri=uri, callbacks=[TuneReportCallback()], progress=False)
         log_selection(result.model, data, cfg, result.best_metrics)
         mlflow.set_tags({TRIAL_STATE_TAG: "completed", "checkpoint_dir": result.checkpoint_dir})
@@ -98,21 +108,12 @@ def _trial(params: dict[str, Any], context: dict[str, Any]) -> None:
 def _llm_trial(params: dict[str, Any], context: dict[str, Any]) -> None:
     """One trial of a method that tunes the LLM: its whole run on validation only, one report
     (the validation metric with the chosen gamma, and the adapter's directory as the checkpoint)."""
-    from mlflow.tracking import MlflowClient
+    import mlflow
     from ray import tune
 
     from bridgerec.workflows.bigrec import log_bigrec, run_bigrec
 
-    trial_id = tune.get_context().get_trial_id()
-    cfg = with_values(Config.model_validate(context["config"]), params, "sweep parameters")
-    cfg.run_name = trial_run_name(context["sweep"], trial_id)
-    data = DatasetDir(context["dataset_dir"])
-    existing = find_trial_run(MlflowClient(context["tracking_uri"]), context["experiment_id"], context["parent_run_id"], trial_id)
-    tags = {PARENT_TAG: context["parent_run_id"], TRIAL_TAG: trial_id, SWEEP_TAG + "_name": context["sweep"]}
-    with mlflow_run(cfg, data, cfg.run_name, tags=tags, run_id=existing):
-        import mlflow
-
-        mlflow.set_tag(TRIAL_STATE_TAG, "running")
+    with _trial_run(params, context) as (cfg, data, _, _):
         res = run_bigrec(cfg, data, log=console.detail, test=False)
         log_bigrec(res, cfg)
         value = res.valid.flat()[valid_metric_key(cfg).removeprefix("valid_")]
