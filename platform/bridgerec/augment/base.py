@@ -50,6 +50,7 @@ __all__ = [
     "StageResult",
     "AugmentContext",
     "load_domain_embeddings",
+    "local_model_source",
     "STAGES",
     "register_stage",
     "ShardWriter",
@@ -81,6 +82,18 @@ def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def local_model_source(src: str, tracking_uri: str | None = None) -> str:
+    """``src`` on local disk: a ``runs:/...`` or ``models:/...`` URI is downloaded through MLflow
+    at ``tracking_uri``; any other path is returned as it is."""
+    if not src.startswith(("runs:/", "models:/")):
+        return src
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.artifacts.download_artifacts(artifact_uri=src)
+
+
 def load_domain_embeddings(src: str, tracking_uri: str | None = None,
                            key: str = "augment.prompt_aug.embeddings") -> tuple[np.ndarray, np.ndarray]:
     """(user_emb, item_emb) of a trained domain model, from any of:
@@ -93,12 +106,7 @@ def load_domain_embeddings(src: str, tracking_uri: str | None = None,
 
     Errors name ``key``, the config key ``src`` came from.
     """
-    if src.startswith(("runs:/", "models:/")):
-        import mlflow
-
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        src = mlflow.artifacts.download_artifacts(artifact_uri=src)
+    src = local_model_source(src, tracking_uri)
     if os.path.isdir(src):
         files = [os.path.join(src, f"{side}_embeddings.npy") for side in ("user", "item")]
         missing = [f for f in files if not os.path.exists(f)]

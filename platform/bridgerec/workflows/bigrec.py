@@ -118,17 +118,12 @@ def _domain_embeddings(cfg: Config, data: DatasetDir, log) -> tuple[np.ndarray, 
     """(user, item) embeddings of ``method.bigrec.domain_run``, checked against the dataset (same
     users and items) and refused when the user vectors read held-out items (a sequence model's
     exported users are conditioned on the whole history: they would leak the test item)."""
-    from bridgerec.augment.base import load_domain_embeddings
+    from bridgerec.augment.base import load_domain_embeddings, local_model_source
     from bridgerec.config import ConfigError
     from bridgerec.models.snapshot import read_description
 
     src = cfg.method.bigrec.domain_run
-    local = src
-    if src.startswith(("runs:/", "models:/")):
-        import mlflow
-
-        mlflow.set_tracking_uri(cfg.tracking_uri())
-        local = mlflow.artifacts.download_artifacts(artifact_uri=src)
+    local = local_model_source(src, cfg.tracking_uri())  # (downloaded once: the description is read beside it)
     try:
         users, items = load_domain_embeddings(local, key="method.bigrec.domain_run")
     except (FileNotFoundError, ValueError) as e:
