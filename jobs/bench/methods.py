@@ -187,24 +187,47 @@ def _throughput(cfg: Config, data: DatasetDir, adapter_dir: str, n_users: int) -
     return out
 
 
+VARIANTS = ("beams", "llm_hidden", "lightgcn")
+
+
 def _variants(args, cfg: Config, data: DatasetDir, res, backbone: str, domain_npz: str, rows: dict, sizes: list) -> None:
-    """The seed-0 adapter of ``backbone`` again (no retraining): beam search (``--beams`` beams per
-    user merged by rank, popularity reweighting), grounding with the LLM's last hidden state (the
-    paper's choice) instead of the text encoder, and reweighting by LightGCN's scores instead of
-    popularity; each picks its own gamma on validation."""
+    """The seed-0 adapter of ``backbone`` again (no retraining), each of ``--variants``: ``beams``
+    (``--beams`` beams per user merged by rank, popularity reweighting; generates again),
+    ``llm_hidden`` (grounding with the LLM's last hidden state, the paper's choice, instead of the
+    text encoder) and ``lightgcn`` (reweighting by LightGCN's scores instead of popularity); the
+    last two reuse the seed-0 run's greedy titles. Each picks its own gamma on validation."""
     from bridgerec.workflows.bigrec import run_bigrec
 
-    variants = [(f"bigrec {backbone}, {args.beams} beams + popularity", {"num_beams": args.beams}),
-                (f"bigrec {backbone}, llm_hidden grounding + popularity", {"ground_with": "llm_hidden"})]
-    if os.path.exists(domain_npz):
-        variants.append((f"bigrec {backbone} + lightgcn scores", {"reweight": "domain", "domain_run": domain_npz}))
-    for row, changes in variants:
+    variants = {"beams": (f"bigrec {backbone}, {args.beams} beams + popularity", {"num_beams": args.beams}),
+                "llm_hidden": (f"bigrec {backbone}, llm_hidden grounding + popularity", {"ground_with": "llm_hidden"}),
+                "lightgcn": (f"bigrec {backbone} + lightgcn scores", {"reweight": "domain", "domain_run": domain_npz})}
+    for key in args.variants:
+        row, changes = variants[key]
+        if key == "lightgcn" and not os.path.exists(domain_npz):
+            print(f"[bench] {row}: skipped (needs --baselines lightgcn)", flush=True)
+            continue
         v = cfg.model_copy(deep=True)
         v.method.bigrec = v.method.bigrec.model_validate({**v.method.bigrec.model_dump(), **changes})
         print(f"[bench] {row} (the seed-0 adapter)", flush=True)
-        out = run_bigrec(v, data, log=print, adapter_dir=res.adapter_dir)
+        out = run_bigrec(v, data, log=print, adapter_dir=res.adapter_dir,
+                         generations=None if key == "beams" else res.generations)
         rows.setdefault(row, []).append((out.test, {"run_users_s": out.users_per_s["test"]}))
-        sizes.append(f"{row}: gamma chosen on validation {out.gamma:g}; the seed-0 adapter")
+        sizes.append(f"{row}: gamma chosen on validation {out.gamma:g}; the seed-0 adapter"
+                     + ("" if key == "beams" else ", its greedy titles"))
+
+
+def _adapter(args, backbone: str, seed: int) -> tuple[str | None, dict]:
+    """With ``--adapters STAMP``: the adapter an earlier run of this suite tuned for (backbone, seed)
+    and its training record (seconds); else (None, {}): tune here."""
+    from bridgerec.training.sft import read_training_record
+
+    if not args.adapters:
+        return None, {}
+    path = os.path.join(os.path.abspath(args.work_dir), "models", "adapters",
+                        f"bench-gen-bigrec-{backbone}-{args.preset}-s{seed}-{args.adapters}")
+    if not os.path.isdir(path):
+        raise SystemExit(f"--adapters {args.adapters}: no adapter {path} (tuned by an earlier run of this suite)")
+    return path, read_training_record(path) or {}
 
 
 def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
@@ -244,9 +267,11 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
                 f"train.seed={seed}", "tracking.enabled=false", f"run_name=bench-gen-bigrec-{backbone}-{args.preset}-s{seed}-{stamp}",
                 *args.override])
             print(f"[bench] bigrec {backbone} seed {seed}", flush=True)
-            res = run_bigrec(cfg, data, log=print)
+            adapter, record = _adapter(args, backbone, seed)
+            res = run_bigrec(cfg, data, log=print, adapter_dir=adapter)
             runs.append(res)
-            extra = {"train_s": res.sft["seconds"], "run_users_s": res.users_per_s["test"]}
+            extra = {"train_s": res.sft["seconds"] if adapter is None else record.get("seconds"),
+                     "run_users_s": res.users_per_s["test"]}
             if seed == 0 and args.throughput_users:
                 extra.update(_throughput(cfg, data, res.adapter_dir, args.throughput_users))
             rows.setdefault(f"bigrec {backbone} (gamma 0)", []).append((res.test_grounding, extra))
@@ -269,8 +294,11 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
               f"Test split, full ranking with known items masked (BIGRec's own scripts do not mask the history); "
               f"mean ± std over seeds; (relative change vs LightGCN); tail = long-tail users; "
               f"{os.cpu_count()} CPU cores, {platform.machine()}. users/s: titles generated per second by the tuned model "
-              f"(in the run: vLLM on every test user, mean over seeds; same users: both engines, one after the other, on "
-              f"the first {args.throughput_users} validation users with the seed-0 adapter).\n\n"
+              + (f"(in the run: vLLM on every test user, mean over seeds; same users: both engines, one after the other, on "
+                 f"the first {args.throughput_users} validation users with the seed-0 adapter)" if args.throughput_users
+                 else "(in the run: vLLM on every test user, mean over seeds; the same-users comparison was not run)")
+              + (f". Adapters tuned by the earlier run {args.adapters} and reused here (train s: that run's tuning time)"
+                 if args.adapters else "") + ".\n\n"
               + "".join(f"- {line}\n" for line in sizes) + "\n")
     write_report(header + _gen_table(rows) + "\n", args.out)
 
@@ -295,8 +323,13 @@ def main() -> None:
     p.add_argument("--bigrec-seeds", type=int, default=1, help="bigrec suite: seeds of the first backbone's row (default 1)")
     p.add_argument("--baselines", type=lambda v: v.split(","), default=["lightgcn", "sasrec"],
                    help="bigrec suite: domain-model rows, comma-separated (lightgcn, sasrec; default both)")
-    p.add_argument("--variants", action="store_true",
-                   help="bigrec suite: also the seed-0 adapters with --beams beams, and reweighted by LightGCN's scores")
+    p.add_argument("--adapters", default=None, metavar="STAMP",
+                   help="bigrec suite: reuse the adapters an earlier run tuned (its stamp, as in "
+                        "<work-dir>/models/adapters/bench-gen-bigrec-<backbone>-<preset>-s<seed>-STAMP): no tuning here")
+    p.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default="", type=lambda v: [x for x in v.split(",") if x],
+                   help="bigrec suite: also rerun each backbone's seed-0 adapter as these variants, comma-separated "
+                        f"({', '.join(VARIANTS)}; bare --variants: all): --beams beams per user, llm_hidden grounding, "
+                        "LightGCN's scores instead of popularity")
     p.add_argument("--beams", type=int, default=4, help="bigrec suite: beams per user of the --variants row (default 4)")
     p.add_argument("--throughput-users", type=int, default=200,
                    help="bigrec suite: validation users for the vLLM vs transformers throughput (0: skip)")
@@ -309,6 +342,9 @@ def main() -> None:
         bad = [b for b in args.bigrec if b not in BIGREC_CONFIGS]
         if bad:
             p.error(f"--bigrec: unknown backbone(s) {bad}; choose from {sorted(BIGREC_CONFIGS)}")
+        bad = [v for v in args.variants if v not in VARIANTS]
+        if bad:
+            p.error(f"--variants: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
         bigrec_suite(args, stamp)
         return
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)

@@ -30,10 +30,11 @@ from torch import nn
 
 from bridgerec.config import Config
 
-__all__ = ["SFTResult", "CausalLMLoss", "collate", "train_sft", "sft_loop_per_worker"]
+__all__ = ["SFTResult", "CausalLMLoss", "collate", "train_sft", "sft_loop_per_worker", "read_training_record"]
 
 ADAPTER_DIR = "adapter"
 PROGRESS_FILE = "sft_progress.json"
+TRAINING_RECORD = "bridgerec_training.json"  # beside the copied adapter: its best metrics, history, seconds
 
 
 class CausalLMLoss(nn.Module):
@@ -191,4 +192,17 @@ def train_sft(cfg: Config, backbone_path: str, train_rows: Sequence[dict], valid
     with result.checkpoint.as_directory() as d:  # the latest epoch's file holds every epoch
         with open(os.path.join(d, PROGRESS_FILE)) as fh:
             history = json.load(fh)["history"]
-    return SFTResult(out, best, history, time.time() - t0)
+    res = SFTResult(out, best, history, time.time() - t0)
+    with open(os.path.join(out, TRAINING_RECORD), "w") as fh:  # read back when the adapter is reused (read_training_record)
+        json.dump({"best": best, "history": history, "seconds": res.train_seconds}, fh, indent=2)
+    return res
+
+
+def read_training_record(adapter_dir: str) -> dict | None:
+    """The record :func:`train_sft` wrote beside an adapter (best metrics, history, seconds), or None
+    for an adapter tuned elsewhere or before the record existed."""
+    path = os.path.join(adapter_dir, TRAINING_RECORD)
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)

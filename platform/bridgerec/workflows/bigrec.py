@@ -50,6 +50,7 @@ class BIGRecResult:
     sft: dict  # the adapter's best epoch metrics, history and training time
     adapter_dir: str
     generated: dict[str, list[str]] = field(default_factory=dict)  # split -> parsed titles (in user order)
+    generations: dict = field(default_factory=dict)  # split -> (user ids, GeneratedTitles): run_bigrec(generations=...)
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -148,11 +149,13 @@ def _beam_vectors(embed, beams: list[list[str]]) -> np.ndarray:
 
 
 def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: bool = True,
-               adapter_dir: Optional[str] = None) -> BIGRecResult:
+               adapter_dir: Optional[str] = None, generations: Optional[dict] = None) -> BIGRecResult:
     """Both steps and the evaluation (Ray must be initialised for step 1). ``engine``: an already
     loaded engine to generate with instead of the tuned model (tests share one). ``test=False``:
     validation only (the test split is neither generated for nor scored). ``adapter_dir``: an
-    adapter tuned before (a sweep's chosen trial): step 1 is skipped."""
+    adapter tuned before (a sweep's chosen trial): step 1 is skipped. ``generations``: an earlier
+    result's ``generations`` of the same adapter and beams (its splits are not generated again;
+    grounding, reweighting and gamma are redone: how the benchmark's variants share one generation)."""
     from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
     from bridgerec.llm.engine import build_engine
     from bridgerec.llm.lora import merge_adapter
@@ -184,15 +187,20 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: boo
     domain = _domain_embeddings(cfg, data, log) if b.reweight == "domain" else None
     method.set_grounding(item_vectors, prior, domain)
 
-    own = engine is None
+    splits = ("valid", "test") if test else ("valid",)
+    gens = {s: generations[s] for s in splits if generations and s in generations}
+    todo = [s for s in splits if s not in gens]
+    own = engine is None and bool(todo)
     merged = None
+    if gens:
+        log(f"[bigrec] reusing the earlier generations of {', '.join(gens)}")
     if own:
         merged = tempfile.mkdtemp(prefix="bridgerec-bigrec-merged-")
         merge_adapter(backbone.path, adapter_dir, merged, cfg.llm.backbone_dtype)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's INFO lines would bury the progress
         engine = build_engine(cfg.llm, merged)
     try:
-        gens = {s: _generate(cfg, data, engine, chat, titles, s) for s in (("valid", "test") if test else ("valid",))}
+        gens.update({s: _generate(cfg, data, engine, chat, titles, s) for s in todo})
     finally:
         if own:
             engine.close()
@@ -233,7 +241,7 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: boo
         grounding_only = evaluate_split(method.full_scores, data, cfg.eval, "test")
         method.gamma = gamma
     return BIGRecResult(tested, grounding_only, valid, gamma, table, validity, rate, sft_record, adapter_dir,
-                        {s: g.titles for s, (_, g) in gens.items()})
+                        {s: g.titles for s, (_, g) in gens.items()}, gens)
 
 
 def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
