@@ -146,6 +146,15 @@ class Engine(abc.ABC):
     def beam_search(self, prompts: Sequence[str], beam_width: int, max_tokens: int,
                     stop: Sequence[str] = ()) -> list[list[Generation]]:
         """``beam_width`` Generations per prompt, best first (see the module docstring)."""
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        if not prompts:
+            return []
+        return self._beam_search(list(prompts), beam_width, max_tokens, tuple(stop))
+
+    def _beam_search(self, prompts: list[str], beam_width: int, max_tokens: int,
+                     stop: tuple[str, ...]) -> list[list[Generation]]:
+        """The engine's beam search over a non-empty batch (``beam_width`` >= 1 checked)."""
         raise NotImplementedError(f"the {self.name or type(self).__name__} engine has no beam search")
 
     @abc.abstractmethod

@@ -90,12 +90,10 @@ class HFEngine(Engine):
                 out.append(self._to_generation(row[mask.bool()].tolist(), seq[width:].tolist(), params))
         return out
 
-    def beam_search(self, prompts: Sequence[str], beam_width: int, max_tokens: int,
-                    stop: Sequence[str] = ()) -> list[list[Generation]]:
+    def _beam_search(self, prompts: list[str], beam_width: int, max_tokens: int,
+                     stop: tuple[str, ...]) -> list[list[Generation]]:
         import torch
 
-        if beam_width < 1:
-            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
         params = GenerationParams(max_tokens=max_tokens, stop=tuple(stop))
         out: list[list[Generation]] = []
         bs = max(1, self.cfg.hf_batch_size // beam_width)

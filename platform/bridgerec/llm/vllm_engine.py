@@ -150,14 +150,10 @@ class VLLMEngine(Engine):
                                      finish_reason="length" if comp.finish_reason == "length" else "stop"))
         return result
 
-    def beam_search(self, prompts: Sequence[str], beam_width: int, max_tokens: int,
-                    stop: Sequence[str] = ()) -> list[list[Generation]]:
+    def _beam_search(self, prompts: list[str], beam_width: int, max_tokens: int,
+                     stop: tuple[str, ...]) -> list[list[Generation]]:
         from vllm.sampling_params import BeamSearchParams
 
-        if beam_width < 1:
-            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-        if not prompts:
-            return []
         tok = self.tokenizer()
         outs = self._generator().beam_search([{"prompt": p} for p in prompts],
                                              BeamSearchParams(beam_width=beam_width, max_tokens=max_tokens))

@@ -118,11 +118,12 @@ def next_item_prompts(histories: tuple[np.ndarray, np.ndarray], uids: np.ndarray
     """The engine text of the ``next_item`` prompt for each user: the up to ``history_len`` most
     recent items of the user's history (CSR ``histories``), oldest first."""
     from bridgerec.llm.prompts import PLAIN, engine_text, next_item_prompt
+    from bridgerec.models.histories import recent_items
 
     indptr, items = histories
     out = []
     for u in np.asarray(uids, np.int64).tolist():
-        hist = items[max(int(indptr[u]), int(indptr[u + 1]) - history_len):int(indptr[u + 1])]
+        hist = recent_items(indptr, items, u, history_len)
         out.append(engine_text(next_item_prompt([view(int(i)) for i in hist], version=version), chat or PLAIN))
     return out
 

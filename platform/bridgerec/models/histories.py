@@ -11,7 +11,7 @@ from torch import nn
 
 from bridgerec.models.base import DomainModel
 
-__all__ = ["SERVING_HISTORY", "SPLITS", "TEST_HISTORY", "conditioned_on", "dataset_inputs", "histories_for"]
+__all__ = ["SERVING_HISTORY", "SPLITS", "TEST_HISTORY", "conditioned_on", "dataset_inputs", "histories_for", "recent_items"]
 
 
 SPLITS = ("train", "valid", "test")
@@ -63,6 +63,12 @@ def histories_for(data, splits: Sequence[str] = ("train",), before: str | None =
     u, i, t, q, rank = (np.concatenate(cols) for cols in zip(*parts))
     indptr, items, _ = histories_from_frame(u, i, t, data.n_users, tiebreak=rank, seq=q)
     return indptr, items
+
+
+def recent_items(indptr: np.ndarray, items: np.ndarray, u: int, n: int) -> np.ndarray:
+    """The up to ``n`` most recent items of user ``u`` in a time-ordered CSR history, oldest first."""
+    end = int(indptr[u + 1])
+    return items[max(int(indptr[u]), end - n):end]
 
 
 @contextlib.contextmanager

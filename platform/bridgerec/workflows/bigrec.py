@@ -62,6 +62,7 @@ def _titles(data: DatasetDir) -> list[str]:
 def _valid_examples(data: DatasetDir, train_hist, history_len: int, limit: int = 256):
     """(train history -> first validation item) of up to ``limit`` validation users: the SFT's validation loss."""
     from bridgerec.methods.bigrec_core import Example
+    from bridgerec.models.histories import recent_items
 
     uids, iids = data.pairs("valid")
     _, first = np.unique(uids, return_index=True)
@@ -69,7 +70,7 @@ def _valid_examples(data: DatasetDir, train_hist, history_len: int, limit: int =
     out = []
     for j in first[:limit]:
         u = int(uids[j])
-        hist = items[max(int(indptr[u]), int(indptr[u + 1]) - history_len):int(indptr[u + 1])]
+        hist = recent_items(indptr, items, u, history_len)
         if len(hist):
             out.append(Example(u, tuple(int(i) for i in hist), int(iids[j])))
     return out
