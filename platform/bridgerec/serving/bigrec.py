@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -100,10 +103,6 @@ def load_bigrec_export(source: str, tracking_uri: Optional[str] = None) -> BIGRe
         uri = source.rstrip("/")
         if uri.count("/") == 1:  # runs:/RUN: the export is its bigrec/ artifacts
             uri += "/bigrec"
-        import re
-        import shutil
-        import tempfile
-
         # one stable place per run: loading the same export again replaces it instead of piling up copies
         dst = os.path.join(tempfile.gettempdir(), "bridgerec-bigrec-exports", re.sub(r"[^A-Za-z0-9_.-]+", "_", uri[6:]))
         shutil.rmtree(dst, ignore_errors=True)
@@ -165,12 +164,11 @@ def apply_bigrec_run(args, log=print):
 
 def check_grounding_encoder(settings: dict[str, Any], bundle_meta: dict[str, Any]) -> None:
     """Refuse serving a bigrec run over a bundle whose grounding index was built with another
-    text encoder than the one the run grounded (and chose gamma) with."""
+    text encoder than the one the run grounded (and chose gamma) with. ``settings``: the bigrec
+    strategy's settings as :func:`apply_bigrec_run` leaves them (with the run's ``encoder``)."""
     from bridgerec._config_base import ConfigError
 
-    want = settings.get("encoder")
-    if not want:
-        return
+    want = settings["encoder"]
     if "grounding" not in bundle_meta:
         raise ConfigError("strategy_args.bigrec.run: the bundle has no grounding index (retrieval.grounding_index)")
     have = bundle_meta["grounding"].get("encoder") or {}

@@ -100,8 +100,12 @@ def open_bundle(pinned: dict[str, Any]) -> tuple[str, ModelVersion]:
 
 
 def bundle_meta(pinned: dict[str, Any]) -> dict[str, Any]:
+    """The ``serving.json`` of a :func:`pin_bundle` result (see :func:`_read_meta`)."""
+    return _read_meta(open_bundle(pinned)[0])
+
+
+def _read_meta(root: str) -> dict[str, Any]:
     """The bundle's ``serving.json`` (index settings; its grounding index dropped when the file is absent)."""
-    root, version = open_bundle(pinned)
     meta_path = os.path.join(root, SERVING_META)
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
     if "grounding" in meta and not os.path.exists(os.path.join(root, GROUNDING_INDEX)):
@@ -233,7 +237,7 @@ def load_catalog(root: str, version: ModelVersion) -> Catalog:
     seen = np.load(os.path.join(root, "seen.npz"))
     indptr, indices = seen["indptr"].astype(np.int64), seen["indices"].astype(np.int64)
     item_ids = items["item_id"].astype(str).to_numpy()
-    meta = bundle_meta({"source": root, "version": version.as_dict()})
+    meta = _read_meta(root)
     hist_path = os.path.join(root, HISTORY_FILE)
     hist = np.load(hist_path) if os.path.exists(hist_path) else None
     return Catalog(root=root, version=version, user_ids=users["user_id"].astype(str).to_numpy(), item_ids=item_ids,
