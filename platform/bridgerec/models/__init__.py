@@ -18,6 +18,8 @@ _EXPORTS = {
     "conditioned_on": "histories",
     "dataset_inputs": "histories",
     "histories_for": "histories",
+    "load_domain_embeddings": "pretrained",
+    "local_model_source": "pretrained",
     "MODELS": "registry",
     "build_model": "registry",
     "build_model_for_dataset": "registry",

@@ -120,7 +120,7 @@ def _domain_embeddings(cfg: Config, data: DatasetDir, log) -> tuple[np.ndarray, 
     """(user, item) embeddings of ``method.bigrec.domain_run``, checked against the dataset (same
     users and items) and refused when the user vectors read held-out items (a sequence model's
     exported users are conditioned on the whole history: they would leak the test item)."""
-    from bridgerec.augment.base import load_domain_embeddings, local_model_source
+    from bridgerec.models.pretrained import load_domain_embeddings, local_model_source
     from bridgerec.config import ConfigError
     from bridgerec.models.snapshot import read_description
 
