@@ -24,7 +24,9 @@ from bridgerec.llm.prompts import item_token, user_token
 __all__ = [
     "EntityTokens",
     "EntityProjection",
+    "add_entity_token_names",
     "add_entity_tokens",
+    "entity_rows",
     "preload_entity_rows",
     "prepare_bdlm_model",
 ]
@@ -50,8 +52,9 @@ class EntityTokens:
             list(range(self.item_offset, self.item_offset + self.n_items))
 
 
-def add_entity_tokens(tokenizer: Any, model: Any, n_users: int, n_items: int) -> EntityTokens:
-    """Add ``<u_0..n_users-1>`` and ``<i_0..n_items-1>`` to the tokenizer and resize the model.
+def add_entity_token_names(tokenizer: Any, n_users: int, n_items: int) -> EntityTokens:
+    """Add ``<u_0..n_users-1>`` and ``<i_0..n_items-1>`` to the tokenizer (users first, then items,
+    contiguous ids after the base vocabulary); the model is not touched.
 
     The tokens are ordinary added tokens (not special), so decoding keeps them visible.
     """
@@ -67,6 +70,12 @@ def add_entity_tokens(tokenizer: Any, model: Any, n_users: int, n_items: int) ->
         [(item_token(k), layout.item_offset + k) for k in {0, n_items - 1} if n_items]
     if any(tokenizer.convert_tokens_to_ids(tok) != want for tok, want in ends):
         raise RuntimeError("entity token ids are not contiguous")
+    return layout
+
+
+def add_entity_tokens(tokenizer: Any, model: Any, n_users: int, n_items: int) -> EntityTokens:
+    """:func:`add_entity_token_names` and resize the model's embedding matrix to the new vocabulary."""
+    layout = add_entity_token_names(tokenizer, n_users, n_items)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return layout
 
@@ -96,6 +105,31 @@ def _as_tensor(x, dtype: torch.dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
+def entity_rows(base_weight: torch.Tensor, user_emb, item_emb, cfg: EntityTokenConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, Optional[EntityProjection]]:
+    """(user rows (U, d_model), item rows (I, d_model), projection or None) from the domain
+    embeddings ``user_emb`` (U, d_domain) and ``item_emb`` (I, d_domain) (numpy arrays or tensors).
+
+    ``base_weight`` (V, d_model) is the LLM's existing input embedding: its standard deviation is
+    the scale the rows are matched to (``cfg.match_token_scale``) or drawn with (``cfg.init ==
+    "random"``, which ignores the domain embeddings and returns no projection)."""
+    d_model = base_weight.shape[1]
+    base_std = float(base_weight.float().std())
+    users = _as_tensor(user_emb, torch.float32)
+    items = _as_tensor(item_emb, torch.float32)
+    if cfg.init == "random":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return (torch.randn(len(users), d_model, generator=gen) * base_std,
+                torch.randn(len(items), d_model, generator=gen) * base_std, None)
+    if users.shape[1] != items.shape[1]:
+        raise ValueError("user and item domain embeddings must have the same dimension")
+    proj = EntityProjection(users.shape[1], d_model, trainable=cfg.init == "learned", seed=cfg.seed)
+    if cfg.match_token_scale:
+        proj.match_scale(torch.cat([users, items]), base_std)
+    return proj(users), proj(items), proj
+
+
+@torch.no_grad()
 def preload_entity_rows(model: Any, layout: EntityTokens, user_emb, item_emb, cfg: EntityTokenConfig
                         ) -> Optional[EntityProjection]:
     """Write the entity rows of the input embedding from the domain embeddings; returns the projection.
@@ -104,25 +138,10 @@ def preload_entity_rows(model: Any, layout: EntityTokens, user_emb, item_emb, cf
     With ``cfg.init == "random"`` no projection is built and None is returned.
     """
     weight = model.get_input_embeddings().weight  # (V, d_model)
-    d_model = weight.shape[1]
-    base_std = float(weight[: layout.user_offset].float().std())
-    users = _as_tensor(user_emb, torch.float32)
-    items = _as_tensor(item_emb, torch.float32)
-    if users.shape[0] != layout.n_users or items.shape[0] != layout.n_items:
-        raise ValueError(f"domain embeddings have {users.shape[0]} users / {items.shape[0]} items; "
+    if len(user_emb) != layout.n_users or len(item_emb) != layout.n_items:
+        raise ValueError(f"domain embeddings have {len(user_emb)} users / {len(item_emb)} items; "
                          f"the tokenizer has {layout.n_users} / {layout.n_items}")
-    if cfg.init == "random":
-        gen = torch.Generator().manual_seed(cfg.seed)
-        rows_u = torch.randn(layout.n_users, d_model, generator=gen) * base_std
-        rows_i = torch.randn(layout.n_items, d_model, generator=gen) * base_std
-        proj = None
-    else:
-        if users.shape[1] != items.shape[1]:
-            raise ValueError("user and item domain embeddings must have the same dimension")
-        proj = EntityProjection(users.shape[1], d_model, trainable=cfg.init == "learned", seed=cfg.seed)
-        if cfg.match_token_scale:
-            proj.match_scale(torch.cat([users, items]), base_std)
-        rows_u, rows_i = proj(users), proj(items)
+    rows_u, rows_i, proj = entity_rows(weight[: layout.user_offset], user_emb, item_emb, cfg)
     weight[layout.user_offset: layout.user_offset + layout.n_users] = rows_u.to(weight.dtype)
     weight[layout.item_offset: layout.item_offset + layout.n_items] = rows_i.to(weight.dtype)
     return proj

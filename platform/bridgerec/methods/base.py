@@ -33,7 +33,18 @@ class Method(nn.Module, abc.ABC):
     """True when what trains is the LLM (LoRA instruction tuning, :mod:`bridgerec.training.sft`),
     not the domain model: `bridgerec train` then runs the method's own workflow (``bigrec``)."""
 
-    def __init__(self, cfg: Any, domain: DomainModel, inputs: dict[str, np.ndarray]):
+    stream_needs: ClassVar[tuple[str, ...]] = ()
+    """Trainer-derived stream columns (:data:`bridgerec.models.base.STREAM_COLUMNS`) the method's
+    :meth:`stream_stage` reads, besides those of the domain model (e.g. ``pos_idx``)."""
+
+    @classmethod
+    def stream_stage(cls, cfg: Any, data: Any) -> Any:
+        """None, or a Ray Data ``map_batches`` function (numpy batches of ``uid``, ``iid`` and the
+        derived columns -> the same plus the method's own columns, e.g. tokenised prompts) that the
+        driver applies to the training stream; ``cfg`` is the root config, ``data`` the DatasetDir."""
+        return None
+
+    def __init__(self, cfg: Any, domain: DomainModel, inputs: dict[str, Any]):
         """``cfg``: the ``method`` section (:class:`bridgerec.methods.config.MethodConfig`)."""
         super().__init__()
         self.cfg = cfg
@@ -63,6 +74,14 @@ class Method(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]: ...
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called by the trainer on EVERY rank before an epoch's first step (so a method may run
+        collectives here, e.g. recompute cached features); default: nothing."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups; default: every trainable parameter at ``lr``."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def user_embeddings(self) -> torch.Tensor:
         return self.domain.user_embeddings()

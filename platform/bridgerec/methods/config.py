@@ -13,7 +13,7 @@ from pydantic import model_validator
 
 from bridgerec._config_base import Section
 
-__all__ = ["MethodConfig", "SemanticInputConfig", "RLMRecConfig", "DaRecConfig", "BIGRecConfig"]
+__all__ = ["MethodConfig", "SemanticInputConfig", "RLMRecConfig", "DaRecConfig", "BIGRecConfig", "BDLMConfig"]
 
 
 class SemanticInputConfig(Section):
@@ -140,13 +140,51 @@ class BIGRecConfig(Section):
         return self
 
 
+class BDLMConfig(Section):
+    domain_run: Optional[str] = None
+    """The pre-trained domain model the entity tokens are preloaded from (and, with `domain_init:
+    run`, the joint domain model starts from): `runs:/<run id>/model` or `models:/NAME@alias` of a
+    `bridgerec train` run of `model.name` on the same dataset, its downloaded `model/` directory,
+    or an .npz with `user_emb` and `item_emb`. None = the domain model's own random init (an
+    ablation: nothing is preloaded from a trained model)."""
+    domain_init: Literal["run", "fresh"] = "run"
+    """`run`: the joint domain model's free embedding tables start from `domain_run`'s embeddings
+    (MF: exactly the trained model; LightGCN: its propagated embeddings become the layer-0 tables,
+    an approximation); `fresh`: the domain model starts from its random init."""
+    history_len: int = 10
+    """Most recent training items a prompt shows (entity token + title each, oldest first)."""
+    max_length: int = 128
+    """Most prompt tokens (oldest history items are dropped until the prompt fits; then cut from the left)."""
+    gamma: float = 0.1
+    """Weight γ of both mutual-learning losses (`mutual_llm`, `mutual_domain`); method.loss_weights
+    multiplies on top."""
+    llm_feature: bool = True
+    """Concatenate the projected LLM feature of the user's prompt (and the projected item-token rows)
+    to the domain embeddings for recommendation (`rec_llm` loss); False = the ablation "no LLM feature
+    in the domain model" (the domain embeddings alone recommend)."""
+    llm_lr: Optional[float] = None
+    """Learning rate of the LLM side (LoRA and entity-token rows); None = train.lr."""
+    feature_batch_size: int = 32
+    """Users per batch when the LLM features of all users are recomputed (once per epoch, no grad)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "BDLMConfig":
+        if self.history_len < 1 or self.max_length < 8 or self.feature_batch_size < 1:
+            raise ValueError("method.bdlm.history_len and feature_batch_size must be >= 1, max_length >= 8")
+        if self.gamma < 0:
+            raise ValueError("method.bdlm.gamma must be >= 0")
+        if self.llm_lr is not None and self.llm_lr <= 0:
+            raise ValueError("method.bdlm.llm_lr must be > 0")
+        return self
+
+
 class MethodConfig(Section):
     name: str = "base"
     """Method plugin (see `bridgerec methods`): base, rlmrec-con, rlmrec-gen, darec, ..."""
     loss_weights: dict[str, float] = {}
     """Weight per named loss (e.g. {align: 0.1}); a loss not listed has weight 1. Names: base: rec;
     rlmrec-con: rec, align; rlmrec-gen: rec, recon; darec: rec, rec_shared, orth, shared, global, local;
-    bigrec: sft (the LLM's next-title loss)."""
+    bigrec: sft (the LLM's next-title loss); bdlm: rec, rec_llm, llm, mutual_llm, mutual_domain."""
     semantic: SemanticInputConfig = SemanticInputConfig()
     """Where the LLM-side embeddings of the alignment methods (rlmrec-*, darec) come from."""
     rlmrec: RLMRecConfig = RLMRecConfig()
@@ -156,3 +194,6 @@ class MethodConfig(Section):
     bigrec: BIGRecConfig = BIGRecConfig()
     """BIGRec (arXiv 2308.08434) settings: the LLM is tuned with LoRA (llm.lora.*, train.*) to write the
     next item's title, which is grounded to items and reweighted."""
+    bdlm: BDLMConfig = BDLMConfig()
+    """BDLM (arXiv 2311.03778) settings: the LLM (entity tokens preloaded from the domain model, LoRA:
+    llm.lora.*, llm.entity_tokens.*) and the domain model trained jointly by deep mutual learning."""

@@ -23,9 +23,10 @@ INPUT_LOADERS: Registry = Registry(
         "user_semantic": "bridgerec.methods.semantic:user_semantic",
         "item_semantic": "bridgerec.methods.semantic:item_semantic",
         "train_interactions": "bridgerec.methods.semantic:train_interactions",
+        "bdlm": "bridgerec.methods.bdlm:bdlm_context",
     },
 )
-"""Input name -> ``loader(cfg, data) -> np.ndarray``."""
+"""Input name -> ``loader(cfg, data)``: an array, or an LLM method's context object (``bdlm``)."""
 
 
 def load_method_inputs(cfg, data: DatasetDir) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ METHODS: Registry = Registry(
         "rlmrec-gen": "bridgerec.methods.rlmrec:RLMRecGen",
         "darec": "bridgerec.methods.darec:DaRec",
         "bigrec": "bridgerec.methods.bigrec:BIGRec",
+        "bdlm": "bridgerec.methods.bdlm:BDLM",
     },
     check=_adopt,
 )

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DomainModel", "Batch", "STREAM_COLUMNS"]
+__all__ = ["DomainModel", "Batch", "STREAM_COLUMNS", "check_embedding_shapes"]
 
 STREAM_COLUMNS = {
     "pos_idx": "int64 (B,): the event's index in its user's time-ordered training history (the order "
@@ -77,6 +77,12 @@ class DomainModel(nn.Module, abc.ABC):
         Models that condition on histories implement it; the default raises NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} has no forward pass over a history")
 
+    def init_from_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """Start the free embedding tables from another run's exported (U, d) / (I, d) embeddings
+        (BDLM's joint domain model starts from the pre-trained one). Models with free user/item
+        tables implement it; the default raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start from exported embeddings")
+
     def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
         """Extra entries of a training batch, from one batch of the training stream (``uid``,
         ``iid`` (B,) and the :attr:`stream_columns`, CPU tensors) and this model's current
@@ -105,3 +111,11 @@ class DomainModel(nn.Module, abc.ABC):
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """BPR: -mean log sigmoid(s_pos - s_neg); ``pos`` (B,), ``neg`` (B, N)."""
     return -torch.nn.functional.logsigmoid(pos.unsqueeze(-1) - neg).mean()
+
+
+def check_embedding_shapes(model: DomainModel, users: torch.Tensor, items: torch.Tensor) -> None:
+    """Raise unless ``users`` is (n_users, dim) and ``items`` (n_items, dim) of ``model``."""
+    want = ((model.n_users, model.dim), (model.n_items, model.dim))
+    if (tuple(users.shape), tuple(items.shape)) != want:
+        raise ValueError(f"embeddings {tuple(users.shape)} / {tuple(items.shape)} do not fit this "
+                         f"{type(model).__name__}: {want[0]} / {want[1]} (another dataset or model.dim?)")

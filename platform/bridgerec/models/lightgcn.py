@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from bridgerec.models.config import ModelConfig
-from bridgerec.models.base import Batch, DomainModel, bpr_loss
+from bridgerec.models.base import Batch, DomainModel, bpr_loss, check_embedding_shapes
 
 __all__ = ["LightGCN", "normalized_adjacency"]
 
@@ -98,6 +98,15 @@ class LightGCN(DomainModel):
         return super().train(mode)
 
     # -- DomainModel -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_from_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """The exported (propagated) embeddings become the layer-0 tables: an approximation of the
+        trained model (propagating them again smooths them once more), not the model itself."""
+        check_embedding_shapes(self, users, items)
+        self.user_emb.copy_(users)
+        self.item_emb.copy_(items)
+        self._cache = None
 
     def user_embeddings(self) -> torch.Tensor:
         return self._embeddings()[0]

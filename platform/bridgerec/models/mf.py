@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from bridgerec.models.config import ModelConfig
-from bridgerec.models.base import Batch, DomainModel, bpr_loss
+from bridgerec.models.base import Batch, DomainModel, bpr_loss, check_embedding_shapes
 
 __all__ = ["MF"]
+
 
 
 class MF(DomainModel):
@@ -22,6 +23,13 @@ class MF(DomainModel):
         self.item = nn.Embedding(n_items, cfg.dim)
         nn.init.normal_(self.user.weight, std=cfg.init_std)
         nn.init.normal_(self.item.weight, std=cfg.init_std)
+
+    @torch.no_grad()
+    def init_from_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """The tables ARE the exported embeddings: the trained model exactly."""
+        check_embedding_shapes(self, users, items)
+        self.user.weight.copy_(users)
+        self.item.weight.copy_(items)
 
     def user_embeddings(self) -> torch.Tensor:
         return self.user.weight

@@ -105,7 +105,9 @@ def training_stream(cfg: Config, data: DatasetDir):
 
 def _build_stream(cfg: Config, data: DatasetDir):
     ds = data.read_split("train")
-    wanted = model_class(cfg.model.name).stream_columns  # the DomainModel contract, no model names here
+    method = method_class(cfg.method.name)
+    # the DomainModel contract and the method's stage, no model names here
+    wanted = (*model_class(cfg.model.name).stream_columns, *method.stream_needs)
     unknown = [c for c in wanted if c != "pos_idx"]
     if unknown:
         raise ValueError(f"model {cfg.model.name!r} asks for stream columns {unknown}; the trainer provides: pos_idx "
@@ -118,6 +120,9 @@ def _build_stream(cfg: Config, data: DatasetDir):
         ds = ds.select_columns(cols).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
             _with_positions, batch_size=None, batch_format="pandas"
         )
+    stage = method.stream_stage(cfg, data)
+    if stage is not None:  # e.g. BDLM's prompts, built and tokenised here, in Ray Data, not in the training step
+        ds = ds.map_batches(stage, batch_format="numpy")
     if cfg.train.shuffle == "global":
         ds = ds.random_shuffle(seed=cfg.train.seed)
     # Materialised once into the object store (which spills to disk when it must): every epoch

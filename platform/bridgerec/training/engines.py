@@ -56,6 +56,14 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """A method's own groups (:meth:`Method.param_groups`, e.g. a separate LLM learning rate); any
+    other module: its trainable parameters at ``lr``."""
+    if isinstance(model, Method):
+        return model.param_groups(lr)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+
 def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -79,7 +87,7 @@ class DDPEngine:
             wrap = ray.train.torch.prepare_model
         self.module = model
         self.weights = weights
-        self.opt = _optimizer(model.parameters(), cfg)
+        self.opt = _optimizer(_param_groups(model, cfg.lr), cfg)
         self.accum = cfg.grad_accum_steps
         self.clip = cfg.grad_clip
         self.precision = resolve_precision(cfg.precision)
@@ -210,7 +218,7 @@ class DeepSpeedEngine:
         self._plain: Method | None = None
         self._plain_step = -1  # engine.global_steps when _plain was gathered
         self.conf = deepspeed_config(cfg, world_size)
-        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=self.conf)
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, cfg.lr), config=self.conf)
         self.zero3 = self.conf.get("zero_optimization", {}).get("stage", 0) == 3
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -101,7 +101,8 @@ class _Share:
         self.cols = {c: np.concatenate([b[c] for b in blocks]).astype(np.int64) if blocks else np.zeros(0, np.int64)
                      for c in columns}
         # a canonical order first: the permutation must not depend on the blocks' arrival order
-        order = np.lexsort(tuple(self.cols[c] for c in reversed(columns)))
+        # (keys: the per-event columns; multi-valued ones such as token ids follow their event)
+        order = np.lexsort(tuple(self.cols[c] for c in reversed(columns) if self.cols[c].ndim == 1))
         self.cols = {c: v[order] for c, v in self.cols.items()}
         self.n = len(order)
 
@@ -218,6 +219,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     for epoch in range(first_epoch, cfg.train.epochs):
         t0, total, step, parts = time.time(), 0.0, 0, {}
+        model.begin_epoch(epoch)  # every rank (a method may run collectives, e.g. recompute LLM features)
         sampler.reseed(seed, epoch, rank)
         torch.manual_seed(_seed(seed, epoch, rank))  # dropout
         if cfg.train.shuffle == "buffer":

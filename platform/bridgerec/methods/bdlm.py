@@ -1,0 +1,426 @@
+"""BDLM (Wang et al., "Bridging the Domain Gap between LLMs and Recommenders by Deep Mutual Learning";
+arXiv 2311.03778): an LLM with a token per user and item, and a domain model, trained together in
+ONE module (so one DDP / DeepSpeed ZeRO 0-3 engine holds both).
+
+Parts of the module (every parameter is used inside :meth:`BDLM.forward`, so ZeRO-3 gathers it):
+
+``llm``
+    the backbone with LoRA (``llm.lora.*``); its own weights stay frozen.
+``entity``
+    the rows of the ``<u_k>`` / ``<i_k>`` tokens, (U + I, d_model), trainable. They extend the
+    vocabulary: the tokenizer carries the tokens (ids ``base_vocab + k`` for users, ``base_vocab +
+    U + i`` for items), and a token id past the base vocabulary is embedded from this table. They
+    are preloaded from a pre-trained domain model's embeddings through
+    :func:`bridgerec.llm.entity.entity_rows` (``llm.entity_tokens.init``: ``learned``/``fixed``
+    project them, ``random`` ignores them; the projection only initialises the rows, which then
+    train freely, so ``learned`` and ``fixed`` start alike here).
+``domain``
+    the domain model (MF, LightGCN, ...), optionally started from the same pre-trained run.
+``share``
+    the information-sharing module: ``down`` (d_model -> d_domain), which carries LLM vectors
+    (entity rows, the prompt feature) into the domain model's space.
+
+Losses (named; ``method.loss_weights`` weighs each, ``method.bdlm.gamma`` the mutual ones):
+
+``rec``
+    the domain model's own loss (BPR + its regulariser) on its embeddings ``e``.
+``rec_llm`` (``method.bdlm.llm_feature``)
+    BPR on the enriched score ``<[e_u ; down(f_u)], [e_i ; down(r_i)]>`` = ``e_u.e_i +
+    down(f_u).down(r_i)``: the domain model's embeddings concatenated with the projected LLM
+    feature ``f_u`` of the user's prompt (the last token's last hidden state) and the projected
+    item-token row ``r_i``. ``f`` is recomputed for all users once per epoch (:meth:`begin_epoch`,
+    batched, no grad, split over the ranks) and cached in the ``user_feature`` buffer, so a
+    training step does not run the LLM for it. Recommendation (evaluation and the exported
+    vectors) uses the same enriched score.
+``llm``
+    next-item prediction: the prompt (the user token and the last ``history_len`` training items
+    as ``<i_k> "title"`` lines) runs through the LoRA LLM; the last hidden state ``h`` scores the
+    item-token rows only, ``softmax(h . r_i)`` over the I items (the tied output embedding of the
+    new vocabulary rows), cross-entropy against the event's item.
+``mutual_llm``, ``mutual_domain``
+    deep mutual learning between the two sides' views of the batch's entities (its users and
+    its positive and negative items). With ``z = normalize(down(r))`` the projected entity rows
+    and ``e' = normalize(e)`` the domain embeddings::
+
+        mutual_llm    = γ · mean ||z − sg(e')||²     (gradient reaches the entity rows and down)
+        mutual_domain = γ · mean ||e' − sg(z)||²     (gradient reaches the domain model only)
+
+    ``sg`` is stop-gradient: each side is pulled toward the other's current view, never both
+    through one loss. The paper states the losses at the embedding level without fixing the
+    distance; the cosine form (squared distance of unit vectors, 2 − 2 cos) is used because it is
+    blind to the two spaces' scales (domain embeddings have norms near ``init_std · sqrt(d)``,
+    LLM rows near the token-embedding scale). Alternatives considered: plain MSE (scale-sensitive:
+    it shrinks whichever side is larger) and the classic DML form, KL between the two models'
+    item distributions for a user (it needs the LLM's item softmax for every domain step, which
+    the cached-feature design avoids); neither was measured here.
+
+Ablations by config: ``llm.entity_tokens.init=random`` (no preload), ``method.bdlm.domain_run``
+unset (nothing pre-trained), ``method.bdlm.llm_feature=false`` (no LLM feature in the domain
+model), ``method.bdlm.gamma=0`` (no mutual learning).
+
+The training stream carries the tokenised prompts: :func:`stream_stage` runs in Ray Data
+(``map_batches``), builds each event's prompt with :func:`bridgerec.llm.prompts.bdlm_prompt` from
+the user's training items before it, and tokenises it there (left-padded to
+``method.bdlm.max_length``): columns ``prompt_ids`` (B, L) and ``prompt_len`` (B,).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bridgerec.methods.base import Method
+from bridgerec.models.base import Batch, DomainModel, bpr_loss
+
+__all__ = ["BDLM", "BDLMContext", "bdlm_context", "stream_stage", "prompt_tokens"]
+
+
+@dataclass
+class BDLMContext:
+    """What BDLM needs besides the domain model (the ``bdlm`` method input, loaded per worker)."""
+
+    backbone: str
+    """Hugging Face directory of the base LLM."""
+    llm: Any
+    """The ``llm`` config section (:class:`bridgerec.llm.config.LLMConfig`): LoRA, entity tokens, dtype."""
+    base_vocab: int
+    """Vocabulary size before the entity tokens (the first user token's id)."""
+    pad_id: int
+    user_prompts: np.ndarray
+    """(U, L) int64: each user's prompt over its last training items, left-padded."""
+    user_prompt_len: np.ndarray
+    """(U,) int64: real tokens of each row of ``user_prompts``."""
+    user_emb: Optional[np.ndarray] = None
+    """(U, d) pre-trained domain embeddings (``method.bdlm.domain_run``), or None."""
+    item_emb: Optional[np.ndarray] = None
+    """(I, d) pre-trained domain embeddings, or None."""
+
+
+# ------------------------------------------------------------------------- prompts and tokens
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(backbone: str, n_users: int, n_items: int):
+    """The backbone's tokenizer with the entity tokens (one per process: Data workers reuse it)."""
+    from bridgerec.llm.backbone import load_tokenizer
+    from bridgerec.llm.entity import add_entity_token_names
+
+    tok = load_tokenizer(backbone)
+    base = len(tok)
+    add_entity_token_names(tok, n_users, n_items)
+    return tok, base
+
+
+@functools.lru_cache(maxsize=4)
+def _titles(dataset_dir: str) -> np.ndarray:
+    from bridgerec.data.dataset import DatasetDir
+
+    return DatasetDir(dataset_dir).items()["title"].astype(str).to_numpy()
+
+
+@functools.lru_cache(maxsize=4)
+def _train_histories(dataset_dir: str):
+    from bridgerec.data.dataset import DatasetDir
+    from bridgerec.models.histories import histories_for
+
+    return histories_for(DatasetDir(dataset_dir), ("train",))
+
+
+def prompt_tokens(tokenizer: Any, chat: Any, uid: int, history: np.ndarray, titles: np.ndarray,
+                  history_len: int, max_length: int, version: str = "v1") -> list[int]:
+    """Token ids of the BDLM prompt of ``uid`` over ``history`` (item ids, oldest first): the last
+    ``history_len`` items, the oldest dropped until the prompt fits ``max_length`` (then cut from
+    the left: the end of the prompt, where the prediction is read, always survives)."""
+    from bridgerec.llm.prompts import ItemView, bdlm_prompt, encode_prompt, engine_text
+
+    items = [int(i) for i in history[-history_len:]]
+    while True:
+        prompt = bdlm_prompt(uid, [ItemView(i, titles[i]) for i in items], version=version)
+        ids = encode_prompt(tokenizer, engine_text(prompt, chat))
+        if len(ids) <= max_length or not items:
+            return ids[-max_length:]
+        items = items[1:]
+
+
+def _left_pad(rows: list[list[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    out = np.full((len(rows), length), pad_id, dtype=np.int64)
+    lens = np.zeros(len(rows), dtype=np.int64)
+    for r, ids in enumerate(rows):
+        if ids:
+            out[r, length - len(ids):] = ids
+        lens[r] = len(ids)
+    return out, lens
+
+
+class _PromptStage:
+    """Ray Data ``map_batches`` function: (``uid``, ``pos_idx``) -> ``prompt_ids``, ``prompt_len``.
+
+    Picklable (settings only); the tokenizer, titles and histories load once per Data worker."""
+
+    def __init__(self, dataset_dir: str, backbone: str, chat: dict, n_users: int, n_items: int, history_len: int,
+                 max_length: int, version: str):
+        self.dataset_dir, self.backbone, self.chat = dataset_dir, backbone, chat
+        self.n_users, self.n_items = n_users, n_items
+        self.history_len, self.max_length, self.version = history_len, max_length, version
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from bridgerec.llm.prompts import ChatFormat
+
+        tok, _ = _tokenizer(self.backbone, self.n_users, self.n_items)
+        chat = ChatFormat(**self.chat)
+        titles = _titles(self.dataset_dir)
+        indptr, items = _train_histories(self.dataset_dir)
+        rows = []
+        for u, k in zip(batch["uid"].tolist(), batch["pos_idx"].tolist()):
+            start = indptr[u]
+            rows.append(prompt_tokens(tok, chat, u, items[start:start + k], titles, self.history_len,
+                                      self.max_length, self.version))
+        ids, lens = _left_pad(rows, self.max_length, tok.pad_token_id)
+        return {**batch, "prompt_ids": ids, "prompt_len": lens}
+
+
+def _chat(cfg, backbone) -> Any:
+    from bridgerec.llm.backbone import chat_format, load_tokenizer
+
+    return chat_format(cfg.llm, backbone, load_tokenizer(backbone.path))
+
+
+def stream_stage(cfg, data) -> _PromptStage:
+    """The Ray Data stage that adds the tokenised prompt of every training event (see the module docstring)."""
+    from bridgerec.llm.backbone import resolve_backbone
+
+    backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
+    b = cfg.method.bdlm
+    return _PromptStage(data.path, backbone.path, _chat(cfg, backbone).to_dict(), data.n_users, data.n_items,
+                        b.history_len, b.max_length, cfg.llm.prompt_version)
+
+
+def bdlm_context(cfg, data) -> BDLMContext:
+    """The ``bdlm`` method input: the backbone, every user's prompt tokens and the pre-trained
+    domain embeddings (``method.bdlm.domain_run``, checked against the dataset's counts)."""
+    from bridgerec.llm.backbone import resolve_backbone
+    from bridgerec.models.pretrained import load_domain_embeddings
+
+    b = cfg.method.bdlm
+    backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
+    tok, base = _tokenizer(backbone.path, data.n_users, data.n_items)
+    chat = _chat(cfg, backbone)
+    titles = _titles(data.path)
+    indptr, items = _train_histories(data.path)
+    rows = [prompt_tokens(tok, chat, u, items[indptr[u]:indptr[u + 1]], titles, b.history_len, b.max_length,
+                          cfg.llm.prompt_version) for u in range(data.n_users)]
+    ids, lens = _left_pad(rows, b.max_length, tok.pad_token_id)
+    users = items_emb = None
+    if b.domain_run:
+        users, items_emb = load_domain_embeddings(b.domain_run, cfg.tracking_uri(), key="method.bdlm.domain_run")
+        if users.shape[0] != data.n_users or items_emb.shape[0] != data.n_items:
+            raise ValueError(f"method.bdlm.domain_run: {b.domain_run} has {users.shape[0]} users / {items_emb.shape[0]} "
+                             f"items; this dataset has {data.n_users} / {data.n_items} (a run on another dataset?)")
+    return BDLMContext(backbone.path, cfg.llm, base, int(tok.pad_token_id), ids, lens, users, items_emb)
+
+
+# ----------------------------------------------------------------------------------- modules
+
+
+class SharingModule(nn.Module):
+    """``down``: LLM space (d_model) -> domain space (d_domain)."""
+
+    def __init__(self, d_model: int, d_domain: int, seed: int = 0):
+        super().__init__()
+        self.down = nn.Linear(d_model, d_domain, bias=False)
+        gen = torch.Generator().manual_seed(seed)  # the same on every rank, whatever the global RNG did
+        with torch.no_grad():
+            self.down.weight.copy_(torch.randn(d_domain, d_model, generator=gen) / d_model ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(x)
+
+
+def _register_external(module: nn.Module, params) -> None:
+    """Tell ZeRO-3 to gather ``params`` (owned by a submodule) for ``module``'s whole forward and
+    backward (the domain model's tables are read through its own methods, not its forward)."""
+    try:
+        from deepspeed.zero import register_external_parameter
+    except ImportError:  # no DeepSpeed: nothing partitions the parameters
+        return
+    for p in params:
+        register_external_parameter(module, p)
+
+
+class BDLM(Method):
+    """``bdlm``; see the module docstring."""
+
+    name = "bdlm"
+    required_augmentations = ("bdlm",)
+    stream_needs = ("pos_idx",)
+
+    @classmethod
+    def stream_stage(cls, cfg, data) -> "_PromptStage":
+        return stream_stage(cfg, data)
+
+    def __init__(self, cfg, domain: DomainModel, inputs: dict[str, Any]):
+        super().__init__(cfg, domain, inputs)
+        ctx: BDLMContext = inputs["bdlm"]
+        b = cfg.bdlm
+        self.gamma, self.with_feature, self.llm_lr = b.gamma, b.llm_feature, b.llm_lr
+        self.feature_batch_size = b.feature_batch_size
+        self.base_vocab, self.pad_id = ctx.base_vocab, ctx.pad_id
+        self.n_users, self.n_items = domain.n_users, domain.n_items
+        self.llm = _lora_llm(ctx)
+        d_model = self.llm.get_input_embeddings().weight.shape[1]
+        self.entity = nn.Embedding(self.n_users + self.n_items, d_model)
+        self._preload(ctx, b.domain_init)
+        self.share = SharingModule(d_model, domain.dim, ctx.llm.entity_tokens.seed) if (self.with_feature or self.gamma > 0) else None
+        self.register_buffer("user_prompts", torch.from_numpy(np.asarray(ctx.user_prompts, np.int64)), persistent=False)
+        self.register_buffer("user_prompt_len", torch.from_numpy(np.asarray(ctx.user_prompt_len, np.int64)),
+                             persistent=False)
+        self.register_buffer("user_feature", torch.zeros(self.n_users, d_model))  # (U, d_model), refreshed per epoch
+        _register_external(self, domain.parameters())
+
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
+        """The submodules' exclusions plus this module's constants, identical on every rank (the
+        feature cache is all-gathered): DDP must not broadcast them before each forward."""
+        return [*Method._ddp_params_and_buffers_to_ignore.fget(self), "user_prompts", "user_prompt_len", "user_feature"]
+
+    @torch.no_grad()
+    def _preload(self, ctx: BDLMContext, domain_init: str) -> None:
+        from bridgerec.llm.entity import entity_rows
+
+        users, items = ctx.user_emb, ctx.item_emb
+        if users is None:  # nothing pre-trained: the domain model's own init is what is preloaded
+            warnings.warn("method.bdlm.domain_run is not set: entity tokens are preloaded from an untrained domain model",
+                          stacklevel=3)
+            users, items = self.domain.export_embeddings()
+        elif domain_init == "run":
+            self.domain.init_from_embeddings(torch.as_tensor(users), torch.as_tensor(items))
+        base = self.llm.get_input_embeddings().weight[: self.base_vocab]
+        rows_u, rows_i, _ = entity_rows(base, users, items, ctx.llm.entity_tokens)
+        self.entity.weight.copy_(torch.cat([rows_u, rows_i]).to(self.entity.weight.dtype))
+
+    # -- the LLM side ----------------------------------------------------------------------------
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) input embeddings: base vocabulary from the (frozen) LLM table, entity
+        tokens from ``entity``; both are module calls, so ZeRO-3 gathers them."""
+        is_entity = ids >= self.base_vocab
+        base = self.llm.get_input_embeddings()(ids.clamp(max=self.base_vocab - 1))
+        ent = self.entity((ids - self.base_vocab).clamp(min=0))
+        return torch.where(is_entity.unsqueeze(-1), ent, base)
+
+    def _last_hidden(self, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """(B, d_model) last layer's hidden state at the last prompt token (prompts are left-padded)."""
+        L = ids.shape[1]
+        mask = torch.arange(L, device=ids.device).unsqueeze(0) >= (L - lens).unsqueeze(1)  # (B, L)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        body = self.llm.get_base_model().model  # the decoder stack without the LM head
+        out = body(inputs_embeds=self._embed(ids), attention_mask=mask.long(), position_ids=positions)
+        return out.last_hidden_state[:, -1]
+
+    def _item_rows(self) -> torch.Tensor:
+        """(I, d_model) item-token rows."""
+        return self.entity(torch.arange(self.n_users, self.n_users + self.n_items, device=self.user_feature.device))
+
+    @torch.no_grad()
+    def begin_epoch(self, epoch: int) -> None:
+        """Recompute ``user_feature`` for every user (each rank a slice, then all-gathered: every
+        rank must call this, the same number of LLM forwards each, so ZeRO-3's gathers line up)."""
+        if not self.with_feature:
+            return
+        import torch.distributed as dist
+
+        dist_on = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist_on else (0, 1)
+        device = self.user_feature.device
+        per_rank = -(-self.n_users // world)
+        mine = torch.arange(rank, per_rank * world, world, device=device) % self.n_users  # padded with repeats
+        was_training = self.llm.training
+        self.llm.eval()
+        parts = [self._last_hidden(self.user_prompts[u], self.user_prompt_len[u]).float()
+                 for u in mine.split(self.feature_batch_size)]
+        self.llm.train(was_training)
+        local = torch.cat(parts)  # (per_rank, d_model)
+        if dist_on and world > 1:
+            gathered = [torch.empty_like(local) for _ in range(world)]
+            dist.all_gather(gathered, local)
+            full = torch.stack(gathered, dim=1).reshape(per_rank * world, -1)  # interleave back to user order
+        else:
+            full = local
+        self.user_feature.copy_(full[: self.n_users].to(self.user_feature.dtype))
+
+    # -- training --------------------------------------------------------------------------------
+
+    def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
+        return {**self.domain.batch_inputs(stream), "prompt_ids": stream["prompt_ids"], "prompt_len": stream["prompt_len"]}
+
+    @property
+    def stream_columns(self) -> tuple[str, ...]:
+        return (*self.domain.stream_columns, "prompt_ids", "prompt_len")
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        losses = {"rec": self.domain(batch)}
+        users, items = self.domain.user_embeddings(), self.domain.item_embeddings()  # (U, d), (I, d)
+        item_rows = self._item_rows()  # (I, d_model)
+        uid, pos, neg = batch["uid"], batch["pos"], batch["neg"]
+        if self.with_feature:
+            a = self.share(self.user_feature[uid])  # (B, d)
+            b_items = self.share(item_rows)  # (I, d)
+            s_pos = (users[uid] * items[pos]).sum(-1) + (a * b_items[pos]).sum(-1)
+            s_neg = torch.einsum("bd,bnd->bn", users[uid], items[neg]) + torch.einsum("bd,bnd->bn", a, b_items[neg])
+            losses["rec_llm"] = bpr_loss(s_pos, s_neg)
+        h = self._last_hidden(batch["prompt_ids"], batch["prompt_len"])  # (B, d_model)
+        losses["llm"] = F.cross_entropy(h @ item_rows.T, pos)
+        if self.gamma > 0:
+            losses.update(self._mutual(users, items, uid, torch.unique(torch.cat([pos, neg.reshape(-1)]))))
+        return losses
+
+    def _mutual(self, users: torch.Tensor, items: torch.Tensor, uid: torch.Tensor, iids: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        u = torch.unique(uid)
+        z = F.normalize(self.share(self.entity(torch.cat([u, iids + self.n_users]))), dim=-1)  # LLM side
+        e = F.normalize(torch.cat([users[u], items[iids]]), dim=-1)  # domain side
+        return {"mutual_llm": self.gamma * (z - e.detach()).pow(2).sum(-1).mean(),
+                "mutual_domain": self.gamma * (e - z.detach()).pow(2).sum(-1).mean()}
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Two groups: the LLM side (LoRA, entity rows) at ``method.bdlm.llm_lr``, the rest at ``lr``."""
+        llm_side = [p for p in [*self.llm.parameters(), *self.entity.parameters()] if p.requires_grad]
+        ids = {id(p) for p in llm_side}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": llm_side, "lr": self.llm_lr or lr}, {"params": rest, "lr": lr}]
+
+    # -- recommendation --------------------------------------------------------------------------
+
+    def _enriched(self) -> tuple[torch.Tensor, torch.Tensor]:
+        users, items = self.domain.user_embeddings(), self.domain.item_embeddings()
+        if not self.with_feature:
+            return users, items
+        return (torch.cat([users, self.share(self.user_feature)], dim=1),
+                torch.cat([items, self.share(self._item_rows())], dim=1))
+
+    def user_embeddings(self) -> torch.Tensor:
+        return self._enriched()[0]
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self._enriched()[1]
+
+    def full_scores(self, uids: torch.Tensor) -> torch.Tensor:
+        users, items = self._enriched()
+        return users[uids] @ items.T
+
+
+def _lora_llm(ctx: BDLMContext):
+    """The base LLM with LoRA (``llm.lora``); every base weight frozen."""
+    from bridgerec.llm.backbone import load_causal_lm
+    from bridgerec.llm.lora import apply_lora
+
+    model = load_causal_lm(ctx.backbone, ctx.llm.backbone_dtype)
+    model.config.use_cache = False
+    return apply_lora(model, ctx.llm.lora).train()
