@@ -1,5 +1,6 @@
 """Run: python jobs/bench/methods.py [--preset small] [--seeds 3] [--epochs N] [--sources item_text,profiles] [--out bench_results/methods.md] [--override k=v ...]
      python jobs/bench/methods.py --suite bigrec [--bigrec tiny,smollm2] [--bigrec-seeds 3] [--out bench_results/bigrec.md]
+     python jobs/bench/methods.py --suite bdlm [--bdlm tiny,smollm2] [--bdlm-domains lightgcn,mf] [--seeds 3] [--out bench_results/bdlm.md]
 
 Benchmark of the representation-alignment methods against the domain model alone, on LightGCN.
 
@@ -30,6 +31,16 @@ chosen on validation). Columns: NDCG@K and HR@K at K = 1, 5, 10, 20, overall and
 users, training wall time, and generation throughput of the tuned model (users/s through vLLM,
 and through transformers on the first ``--throughput-users`` validation users, in the same
 run). Protocol: full ranking, known items masked (BIGRec's own scripts do not mask the history).
+
+``--suite bdlm``: each domain model of ``--bdlm-domains`` alone (its shipped config; the first on
+``--seeds`` seeds, the others on seed 0), then BDLM preloaded from that seed's trained domain
+model with each backbone of ``--bdlm`` (the first on every seed of its domain, the tiny one with
+every event's prompt through the LLM unless ``--bdlm-tiny-samples``; the others on seed 0 as their
+config sizes them), then the
+ablations of the main configuration on seed 0: random entity init, no LLM feature in the domain
+model, no mutual learning, nothing pre-trained. Columns: HR@1/5/10, NDCG@10/20, Recall@20, tail
+HR@10 and NDCG@20, cold-item Recall@20, seconds per training epoch, samples/s and peak memory per
+Ray Train worker. Same protocol (test split, full ranking, known items masked).
 """
 
 from __future__ import annotations
@@ -92,7 +103,7 @@ def run(cfg: Config, data: DatasetDir, keep: dict | None = None) -> tuple[EvalRe
     t0 = time.perf_counter()
     res = train(cfg, data)
     if keep is not None:
-        keep["model"] = res.model
+        keep["model"], keep["history"] = res.model, res.history
     test = evaluate_model(res.model, data, cfg.eval, "test")  # sequence models: + validation history
     epochs = (int(res.best_metrics.get("epoch", 0)), int(res.history[-1]["epoch"]) if res.history else 0)
     return test, time.perf_counter() - t0, epochs
@@ -302,6 +313,116 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
               + "".join(f"- {line}\n" for line in sizes) + "\n")
     write_report(header + _gen_table(rows) + "\n", args.out)
 
+BDLM_BACKBONES = {"tiny": "tiny", "smollm2": "smollm2-135m"}
+BDLM_KS = (1, 5, 10, 20)
+BDLM_COLUMNS = [("HR@1", None, "hr@1"), ("HR@5", None, "hr@5"), ("HR@10", None, "hr@10"), ("N@10", None, "ndcg@10"),
+                ("N@20", None, "ndcg@20"), ("R@20", None, "recall@20"), ("tail HR@10", "long_tail_users", "hr@10"),
+                ("tail N@20", "long_tail_users", "ndcg@20"), ("cold R@20", "cold_items", "recall@20")]
+BDLM_ABLATIONS = {  # row suffix -> overrides of the main configuration (one seed)
+    "random entity init": ["llm.entity_tokens.init=random"],
+    "no LLM feature in the domain model": ["method.bdlm.llm_feature=false"],
+    "no mutual learning (gamma 0)": ["method.bdlm.gamma=0"],
+    "nothing pre-trained": ["method.bdlm.domain_run=null", "method.bdlm.domain_init=fresh"],
+}
+
+
+def _bdlm_row(args, file: str, seed: int, name: str, extra: list[str], data: DatasetDir, rows: dict, sizes: list) -> dict:
+    """Train and test-evaluate one run of ``file`` (base or bdlm); appends its row, returns the run's record."""
+    cfg = load_config(os.path.join(args.configs, file), [
+        f"work_dir={args.work_dir}", f"data.name=synthetic-{args.preset}", f"data.source.synthetic.preset={args.preset}",
+        f"train.seed={seed}", "tracking.enabled=false", f"run_name=bench-bdlm-{name.replace(' ', '_')}-s{seed}-{args.stamp}",
+        f"eval.ks=[{','.join(map(str, BDLM_KS))}]", *extra, *args.override])
+    fit_batch_size(cfg, data)
+    print(f"[bench] {name} seed {seed}", flush=True)
+    keep: dict = {}
+    test, wall, (best, last) = run(cfg, data, keep)
+    hist = keep["history"]
+    record = {"wall_s": wall, "s_per_epoch": sum(h.get("epoch_s", 0.0) for h in hist) / max(len(hist), 1),
+              "samples_s": float(np.mean([h["samples_per_s"] for h in hist])) if hist else float("nan"),
+              "peak_mib": max((h.get("peak_rss_mib_per_worker", 0.0) for h in hist), default=float("nan")),
+              "epochs": f"{best}/{last}", "model": keep["model"]}
+    rows.setdefault(name, []).append((test, record))
+    if cfg.method.name == "bdlm" and seed == 0:
+        b = cfg.method.bdlm
+        sizes.append(f"{name}: {cfg.llm.model}, {cfg.train.epochs} epoch(s), batch {cfg.train.batch_size} x "
+                     f"{cfg.train.num_workers} workers ({cfg.train.strategy}"
+                     + (f" ZeRO-{cfg.train.zero_stage}" if cfg.train.strategy == "deepspeed" else "") + "), "
+                     f"{b.llm_samples or 'every'} prompt(s) per step through the LLM, prompts <= {b.max_length} tokens "
+                     f"(history {b.history_len}), gamma {b.gamma:g}, llm_lr {b.llm_lr}, lr {cfg.train.lr}")
+    return record
+
+
+def _bdlm_table(rows: dict) -> str:
+    def mean_std(values):
+        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    head = ["row", "seeds", *[h for h, _, _ in BDLM_COLUMNS], "s / epoch", "samples/s", "peak MiB / worker",
+            "best / last epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name, runs in rows.items():
+        domain = name.split(" + ")[-1].split(",")[0] if name.startswith("bdlm") else None
+        ref = rows.get(domain)
+        cells = [name, str(len(runs))]
+        for h, s, m in BDLM_COLUMNS:
+            mean, std = mean_std([_value(r, s, m) for r, _ in runs])
+            base = mean_std([_value(r, s, m) for r, _ in ref])[0] if ref else 0.0
+            rel = f" ({100 * (mean / base - 1):+.1f}%)" if ref and base else ""
+            cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if len(runs) > 1 else "") + rel)
+        for key, fmt in (("s_per_epoch", "{:.1f}"), ("samples_s", "{:.0f}"), ("peak_mib", "{:.0f}")):
+            cells.append(fmt.format(np.mean([x[key] for _, x in runs])))
+        cells.append(" ".join(x["epochs"] for _, x in runs))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bdlm_suite(args: argparse.Namespace, stamp: str) -> None:
+    """Each domain model (``--bdlm-domains``; the first on ``--seeds`` seeds, the others on seed 0)
+    trained alone from its shipped config, then BDLM on it (``jobs/configs/bdlm_<domain>_synthetic.yaml``,
+    preloaded from that seed's trained domain model) with each backbone of ``--bdlm`` (the first on
+    every seed of its domain, the others on seed 0), then the ablations of the main configuration
+    (the first domain and backbone, seed 0)."""
+    args.stamp = stamp
+    data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
+    counts = data.manifest["counts"]
+    rows: dict[str, list] = {}
+    sizes: list[str] = []
+    main = None
+    for d, domain in enumerate(args.bdlm_domains):
+        for seed in range(args.seeds if d == 0 else 1):
+            rec = _bdlm_row(args, f"{domain}_synthetic.yaml", seed, domain, [], data, rows, sizes)
+            npz = os.path.join(os.path.abspath(args.work_dir), f"bench-bdlm-{domain}-s{seed}-{stamp}.npz")
+            users, items = (t.detach().cpu().numpy() for t in rec.pop("model").export_embeddings())
+            np.savez(npz, user_emb=users, item_emb=items)
+            for i, backbone in enumerate(args.bdlm):
+                if seed > 0 and i > 0:
+                    continue
+                extra = [f"method.bdlm.domain_run={npz}", f"llm.model={BDLM_BACKBONES[backbone]}"]
+                if backbone == "tiny":  # every event's prompt through the tiny LLM (full size) unless told
+                    extra.append(f"method.bdlm.llm_samples={args.bdlm_tiny_samples or 'null'}")
+                name = f"bdlm {backbone} + {domain}"
+                _bdlm_row(args, f"bdlm_{domain}_synthetic.yaml", seed, name, extra, data, rows, sizes)
+                if main is None:
+                    main = (domain, backbone, extra)
+        for name in list(rows):
+            for _, rec in rows[name]:
+                rec.pop("model", None)
+    if main and args.bdlm_ablations:
+        domain, backbone, extra = main
+        for suffix, changes in BDLM_ABLATIONS.items():
+            _bdlm_row(args, f"bdlm_{domain}_synthetic.yaml", 0, f"bdlm {backbone} + {domain}, {suffix}",
+                      [*extra, *changes], data, rows, sizes)
+            rows[f"bdlm {backbone} + {domain}, {suffix}"][-1][1].pop("model", None)
+    header = (f"# BDLM beside its domain models, synthetic `{args.preset}` "
+              f"({counts['users']} users, {counts['items']} items, {counts['train']} training events)\n\n"
+              f"Test split, full ranking with training and validation items masked; mean ± std over seeds; "
+              f"(relative change vs the domain model alone, same seeds); tail = long-tail users, cold = cold items; "
+              f"{os.cpu_count()} CPU cores, {platform.machine()}. Each BDLM run is preloaded from (and its domain "
+              f"model starts from) the domain-model run of the same seed in this table. s / epoch and samples/s: "
+              f"training only (BDLM's epoch includes the LLM-feature pass over every user); peak MiB: the largest "
+              f"resident memory of any Ray Train worker.\n\n" + "".join(f"- {line}\n" for line in sizes) + "\n")
+    write_report(header + _bdlm_table(rows) + "\n", args.out)
+
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -316,8 +437,17 @@ def main() -> None:
     p.add_argument("--work-dir", default="bridgerec_work", help="work dir (datasets, Ray results)")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run (e.g. train.strategy=deepspeed)")
     p.add_argument("--out", default="bench_results/methods.md", help="markdown output path")
-    p.add_argument("--suite", choices=("alignment", "bigrec"), default="alignment",
-                   help="alignment: the representation-alignment methods (default); bigrec: the generative suite")
+    p.add_argument("--suite", choices=("alignment", "bigrec", "bdlm"), default="alignment",
+                   help="alignment: the representation-alignment methods (default); bigrec: the generative suite; "
+                        "bdlm: BDLM beside its domain models, with ablations")
+    p.add_argument("--bdlm", type=lambda v: v.split(","), default=["tiny", "smollm2"],
+                   help="bdlm suite: backbones, comma-separated (tiny, smollm2; the first gets --seeds, the others one)")
+    p.add_argument("--bdlm-domains", type=lambda v: v.split(","), default=["lightgcn", "mf"],
+                   help="bdlm suite: domain models, comma-separated (lightgcn, mf; the first is the ablations' main one)")
+    p.add_argument("--bdlm-tiny-samples", type=int, default=None,
+                   help="bdlm suite: prompts per step through the tiny backbone (default: every event of the batch)")
+    p.add_argument("--bdlm-ablations", action=argparse.BooleanOptionalAction, default=True,
+                   help="bdlm suite: run the ablation rows (default: yes)")
     p.add_argument("--bigrec", type=lambda v: v.split(","), default=["smollm2", "tiny"],
                    help="bigrec suite: backbones, comma-separated (tiny, smollm2; the first gets --bigrec-seeds)")
     p.add_argument("--bigrec-seeds", type=int, default=1, help="bigrec suite: seeds of the first backbone's row (default 1)")
@@ -346,6 +476,14 @@ def main() -> None:
         if bad:
             p.error(f"--variants: unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
         bigrec_suite(args, stamp)
+        return
+    if args.suite == "bdlm":
+        if args.out == p.get_default("out"):
+            args.out = "bench_results/bdlm.md"
+        bad = [b for b in args.bdlm if b not in BDLM_BACKBONES] + [d for d in args.bdlm_domains if d not in ("mf", "lightgcn")]
+        if bad:
+            p.error(f"--bdlm / --bdlm-domains: unknown {bad}; backbones {sorted(BDLM_BACKBONES)}, domains lightgcn, mf")
+        bdlm_suite(args, stamp)
         return
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
     counts = data.manifest["counts"]

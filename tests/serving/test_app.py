@@ -169,3 +169,18 @@ def test_concurrent_requests_are_batched(served):
 
     stats = serve.get_deployment_handle("Retriever", "recommender").stats.remote().result()
     assert stats["max_batch"] > 1, stats  # @serve.batch searched several requests at once
+
+
+def test_bdlm_strategy_serves_the_bundle_and_flags_users_unknown_at_export(served):
+    from bridgerec.serving.bdlm import UNKNOWN_USER
+
+    user = _users(served, 1)[0]
+    domain = _post(served, "/v1/recommend", {"user_id": user, "k": 5}).json()
+    body = _post(served, "/v1/recommend", {"user_id": user, "k": 5, "strategy": "bdlm"}).json()
+    assert body["strategy"] == "bdlm" and body["fallback"] is False and body["items"] == domain["items"]
+    history = served["data"].items()["item_id"].astype(str).tolist()[:3]
+    r = _post(served, "/v1/recommend", {"history": history, "k": 5, "strategy": "bdlm"})
+    assert r.status_code == 200, r.text
+    unknown = r.json()
+    assert unknown["strategy"] == "domain" and unknown["fallback"] is True and unknown["fallback_reason"] == UNKNOWN_USER
+    assert unknown["items"] == _post(served, "/v1/recommend", {"history": history, "k": 5}).json()["items"]

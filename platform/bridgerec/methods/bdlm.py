@@ -17,16 +17,18 @@ Parts of the module (every parameter is used inside :meth:`BDLM.forward`, so ZeR
 ``domain``
     the domain model (MF, LightGCN, ...), optionally started from the same pre-trained run.
 ``share``
-    the information-sharing module: ``down`` (d_model -> d_domain), which carries LLM vectors
-    (entity rows, the prompt feature) into the domain model's space.
+    the information-sharing module (:class:`SharingModule`): ``down`` carries entity rows and
+    ``feature`` the prompt feature from d_model into the domain model's space; ``down`` starts as
+    the inverse of the preload projection and ``feature`` at zero, so before the first step the
+    two sides agree and BDLM scores exactly as the pre-trained domain model does.
 
 Losses (named; ``method.loss_weights`` weighs each, ``method.bdlm.gamma`` the mutual ones):
 
 ``rec``
     the domain model's own loss (BPR + its regulariser) on its embeddings ``e``.
 ``rec_llm`` (``method.bdlm.llm_feature``)
-    BPR on the enriched score ``<[e_u ; down(f_u)], [e_i ; down(r_i)]>`` = ``e_u.e_i +
-    down(f_u).down(r_i)``: the domain model's embeddings concatenated with the projected LLM
+    BPR on the enriched score ``<[e_u ; feature(f_u)], [e_i ; down(r_i)]>`` = ``e_u.e_i +
+    feature(f_u).down(r_i)``: the domain model's embeddings concatenated with the projected LLM
     feature ``f_u`` of the user's prompt (the last token's last hidden state) and the projected
     item-token row ``r_i``. ``f`` is recomputed for all users once per epoch (:meth:`begin_epoch`,
     batched, no grad, split over the ranks) and cached in the ``user_feature`` buffer, so a
@@ -53,6 +55,9 @@ Losses (named; ``method.loss_weights`` weighs each, ``method.bdlm.gamma`` the mu
     it shrinks whichever side is larger) and the classic DML form, KL between the two models'
     item distributions for a user (it needs the LLM's item softmax for every domain step, which
     the cached-feature design avoids); neither was measured here.
+
+Cost: a step runs the LLM on ``method.bdlm.llm_samples`` prompts of the batch (all by default);
+an epoch adds one no-grad LLM pass over every user's prompt for the feature cache.
 
 Ablations by config: ``llm.entity_tokens.init=random`` (no preload), ``method.bdlm.domain_run``
 unset (nothing pre-trained), ``method.bdlm.llm_feature=false`` (no LLM feature in the domain
@@ -230,17 +235,27 @@ def bdlm_context(cfg, data) -> BDLMContext:
 
 
 class SharingModule(nn.Module):
-    """``down``: LLM space (d_model) -> domain space (d_domain)."""
+    """The information-sharing projections between the LLM space (d_model) and the domain space (d_domain).
 
-    def __init__(self, d_model: int, d_domain: int, seed: int = 0):
+    ``down``: LLM vectors -> domain space, applied to entity rows (the mutual losses, the item side
+    of the enriched score). It starts as the pseudo-inverse of the preload projection ``W``
+    (``rows = E W^T``), so ``down(row) = e`` before the first step: the two sides agree and the
+    mutual losses start at zero (seeded random when nothing was projected, ``init: random``).
+    ``feature``: the LLM feature of a user's prompt -> domain space; it starts at zero, so the
+    enriched score starts as the domain model's own score and the LLM term grows only as it helps.
+    """
+
+    def __init__(self, d_model: int, d_domain: int, preload: Optional[torch.Tensor] = None, seed: int = 0):
         super().__init__()
         self.down = nn.Linear(d_model, d_domain, bias=False)
-        gen = torch.Generator().manual_seed(seed)  # the same on every rank, whatever the global RNG did
+        self.feature = nn.Linear(d_model, d_domain, bias=False)
         with torch.no_grad():
-            self.down.weight.copy_(torch.randn(d_domain, d_model, generator=gen) / d_model ** 0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(x)
+            if preload is not None:  # (d_model, d_domain) -> its pseudo-inverse (d_domain, d_model)
+                self.down.weight.copy_(torch.linalg.pinv(preload.float()))
+            else:  # the same on every rank, whatever the global RNG did
+                gen = torch.Generator().manual_seed(seed)
+                self.down.weight.copy_(torch.randn(d_domain, d_model, generator=gen) / d_model ** 0.5)
+            self.feature.weight.zero_()
 
 
 def _register_external(module: nn.Module, params) -> None:
@@ -270,14 +285,19 @@ class BDLM(Method):
         ctx: BDLMContext = inputs["bdlm"]
         b = cfg.bdlm
         self.gamma, self.with_feature, self.llm_lr = b.gamma, b.llm_feature, b.llm_lr
-        self.feature_batch_size = b.feature_batch_size
+        self.feature_batch_size, self.llm_samples = b.feature_batch_size, b.llm_samples
         self.base_vocab, self.pad_id = ctx.base_vocab, ctx.pad_id
         self.n_users, self.n_items = domain.n_users, domain.n_items
         self.llm = _lora_llm(ctx)
         d_model = self.llm.get_input_embeddings().weight.shape[1]
         self.entity = nn.Embedding(self.n_users + self.n_items, d_model)
-        self._preload(ctx, b.domain_init)
-        self.share = SharingModule(d_model, domain.dim, ctx.llm.entity_tokens.seed) if (self.with_feature or self.gamma > 0) else None
+        proj = self._preload(ctx, b.domain_init)
+        self.share = SharingModule(d_model, domain.dim, None if proj is None else proj.weight.detach(),
+                                   ctx.llm.entity_tokens.seed)
+        if not self.with_feature:  # unused parts must not train (DDP waits for every trainable gradient)
+            self.share.feature.requires_grad_(False)
+            if self.gamma == 0:
+                self.share.down.requires_grad_(False)
         self.register_buffer("user_prompts", torch.from_numpy(np.asarray(ctx.user_prompts, np.int64)), persistent=False)
         self.register_buffer("user_prompt_len", torch.from_numpy(np.asarray(ctx.user_prompt_len, np.int64)),
                              persistent=False)
@@ -291,7 +311,8 @@ class BDLM(Method):
         return [*Method._ddp_params_and_buffers_to_ignore.fget(self), "user_prompts", "user_prompt_len", "user_feature"]
 
     @torch.no_grad()
-    def _preload(self, ctx: BDLMContext, domain_init: str) -> None:
+    def _preload(self, ctx: BDLMContext, domain_init: str):
+        """Write the entity rows; returns the preload projection (None under ``init: random``)."""
         from bridgerec.llm.entity import entity_rows
 
         users, items = ctx.user_emb, ctx.item_emb
@@ -302,8 +323,9 @@ class BDLM(Method):
         elif domain_init == "run":
             self.domain.init_from_embeddings(torch.as_tensor(users), torch.as_tensor(items))
         base = self.llm.get_input_embeddings().weight[: self.base_vocab]
-        rows_u, rows_i, _ = entity_rows(base, users, items, ctx.llm.entity_tokens)
+        rows_u, rows_i, proj = entity_rows(base, users, items, ctx.llm.entity_tokens)
         self.entity.weight.copy_(torch.cat([rows_u, rows_i]).to(self.entity.weight.dtype))
+        return proj
 
     # -- the LLM side ----------------------------------------------------------------------------
 
@@ -370,13 +392,14 @@ class BDLM(Method):
         item_rows = self._item_rows()  # (I, d_model)
         uid, pos, neg = batch["uid"], batch["pos"], batch["neg"]
         if self.with_feature:
-            a = self.share(self.user_feature[uid])  # (B, d)
-            b_items = self.share(item_rows)  # (I, d)
+            a = self.share.feature(self.user_feature[uid])  # (B, d)
+            b_items = self.share.down(item_rows)  # (I, d)
             s_pos = (users[uid] * items[pos]).sum(-1) + (a * b_items[pos]).sum(-1)
             s_neg = torch.einsum("bd,bnd->bn", users[uid], items[neg]) + torch.einsum("bd,bnd->bn", a, b_items[neg])
             losses["rec_llm"] = bpr_loss(s_pos, s_neg)
-        h = self._last_hidden(batch["prompt_ids"], batch["prompt_len"])  # (B, d_model)
-        losses["llm"] = F.cross_entropy(h @ item_rows.T, pos)
+        k = self.llm_samples or len(pos)  # the first k events of the (shuffled) batch run through the LLM
+        h = self._last_hidden(batch["prompt_ids"][:k], batch["prompt_len"][:k])  # (k, d_model)
+        losses["llm"] = F.cross_entropy(h @ item_rows.T, pos[:k])
         if self.gamma > 0:
             losses.update(self._mutual(users, items, uid, torch.unique(torch.cat([pos, neg.reshape(-1)]))))
         return losses
@@ -384,7 +407,7 @@ class BDLM(Method):
     def _mutual(self, users: torch.Tensor, items: torch.Tensor, uid: torch.Tensor, iids: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         u = torch.unique(uid)
-        z = F.normalize(self.share(self.entity(torch.cat([u, iids + self.n_users]))), dim=-1)  # LLM side
+        z = F.normalize(self.share.down(self.entity(torch.cat([u, iids + self.n_users]))), dim=-1)  # LLM side
         e = F.normalize(torch.cat([users[u], items[iids]]), dim=-1)  # domain side
         return {"mutual_llm": self.gamma * (z - e.detach()).pow(2).sum(-1).mean(),
                 "mutual_domain": self.gamma * (e - z.detach()).pow(2).sum(-1).mean()}
@@ -402,8 +425,8 @@ class BDLM(Method):
         users, items = self.domain.user_embeddings(), self.domain.item_embeddings()
         if not self.with_feature:
             return users, items
-        return (torch.cat([users, self.share(self.user_feature)], dim=1),
-                torch.cat([items, self.share(self._item_rows())], dim=1))
+        return (torch.cat([users, self.share.feature(self.user_feature)], dim=1),
+                torch.cat([items, self.share.down(self._item_rows())], dim=1))
 
     def user_embeddings(self) -> torch.Tensor:
         return self._enriched()[0]

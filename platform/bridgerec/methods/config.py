@@ -164,6 +164,10 @@ class BDLMConfig(Section):
     in the domain model" (the domain embeddings alone recommend)."""
     llm_lr: Optional[float] = None
     """Learning rate of the LLM side (LoRA and entity-token rows); None = train.lr."""
+    llm_samples: Optional[int] = None
+    """Events of each batch whose prompts run through the LLM for the `llm` loss (the first ones of
+    the shuffled batch, a random sample); None = every event. The domain losses always see the
+    whole batch: this bounds a step's LLM cost (a 135M LLM on 2 CPU cores: ~8 prompts per step)."""
     feature_batch_size: int = 32
     """Users per batch when the LLM features of all users are recomputed (once per epoch, no grad)."""
 
@@ -173,6 +177,8 @@ class BDLMConfig(Section):
             raise ValueError("method.bdlm.history_len and feature_batch_size must be >= 1, max_length >= 8")
         if self.gamma < 0:
             raise ValueError("method.bdlm.gamma must be >= 0")
+        if self.llm_samples is not None and self.llm_samples < 1:
+            raise ValueError("method.bdlm.llm_samples must be >= 1 or null (every event)")
         if self.llm_lr is not None and self.llm_lr <= 0:
             raise ValueError("method.bdlm.llm_lr must be > 0")
         return self

@@ -86,7 +86,8 @@ def _check(name: str, obj: Any) -> None:
 
 STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check,
                                           lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND",
-                                                "bigrec": "bridgerec.serving.bigrec:BIGREC"})
+                                                "bigrec": "bridgerec.serving.bigrec:BIGREC",
+                                                "bdlm": "bridgerec.serving.bdlm:BDLM"})
 
 
 async def _domain(ctx: StrategyContext, q: Query) -> Ranked:

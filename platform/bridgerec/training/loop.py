@@ -86,6 +86,15 @@ def _checkpoint(engine: Engine, progress: dict, rank: int) -> ray.train.Checkpoi
     return ray.train.Checkpoint.from_directory(d)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed mixed from (seed, epoch, rank, ...)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -247,9 +256,12 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch": epoch + 1,
             "train_loss": total / max(step, 1),
             "samples_per_s": world * bs * steps / (time.time() - t0),
+            "epoch_s": time.time() - t0,  # training only (with the method's begin_epoch work), before validation
             "attempt_first_epoch": first_epoch + 1,  # > 1 when this attempt resumed from a checkpoint
             **{f"loss_{k}": v / max(step, 1) for k, v in parts.items()},
         }
+        # the largest resident-set peak of any rank so far (MiB; a collective: every rank)
+        metrics["peak_rss_mib_per_worker"] = max(all_gather_objects(_peak_rss_mib()))
         if check_sync:  # DDP keeps replicas equal; 1.0 proves it (a collective: every rank)
             metrics["ranks_in_sync"] = float(same_on_all_ranks(model))
         stop = False
