@@ -105,3 +105,21 @@ def test_full_scores_batch_independent(mode):
 def test_requires_train_pairs():
     with pytest.raises(ValueError, match="train_pairs"):
         LightGCN(ModelConfig(name="lightgcn"), 2, 2)
+
+
+@pytest.mark.parametrize("n_layers", [2, 3])
+def test_init_from_exported_embeddings_reproduces_the_trained_scores(n_layers):
+    """The layer-0 tables found from a model's exported (propagated) embeddings score as that model."""
+    from bridgerec.models.config import ModelConfig
+    from bridgerec.models.lightgcn import LightGCN
+
+    rng = np.random.default_rng(0)
+    uids, iids = rng.integers(0, 60, 400), np.minimum(rng.zipf(1.6, 400) - 1, 39)
+    cfg = ModelConfig(name="lightgcn", dim=8, n_layers=n_layers)
+    torch.manual_seed(0)
+    trained, fresh = LightGCN(cfg, 60, 40, train_pairs=(uids, iids)), LightGCN(cfg, 60, 40, train_pairs=(uids, iids))
+    users, items = trained.eval().export_embeddings()
+    assert not torch.allclose(fresh.eval().full_scores(torch.arange(60)), trained.full_scores(torch.arange(60)))
+    fresh.init_from_embeddings(users, items)
+    torch.testing.assert_close(fresh.eval().full_scores(torch.arange(60)), trained.full_scores(torch.arange(60)),
+                               rtol=1e-4, atol=1e-6)

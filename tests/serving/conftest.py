@@ -3,7 +3,8 @@
 ``served`` trains MF on the tiny synthetic world (1 Ray Train worker, 2 epochs) with tracking on a
 real ``mlflow server``, registers it as ``serve-test@champion`` (with its faiss indexes in the
 bundle) and deploys the recommender app on the session's Ray on a free port, with a bearer token,
-the two fallback strategies of ``support_strategies`` and an autoscaled Retriever (1..2 replicas).
+the two fallback strategies of ``support_strategies``, the ``bdlm`` strategy (added by path, as an
+app serving a BDLM run adds it) and an autoscaled Retriever (1..2 replicas).
 Serve is shut down when the serving tests end, so the tests after them get the CPUs back.
 """
 
@@ -49,7 +50,8 @@ def served(trained):
     port = free_port()
     args = RecommenderArgs(
         model=f"models:/{NAME}@champion", tracking_uri=trained["uri"], auth_token=token,
-        strategies={"slow-llm": "support_strategies:SLOW", "broken-llm": "support_strategies:BROKEN"},
+        strategies={"slow-llm": "support_strategies:SLOW", "broken-llm": "support_strategies:BROKEN",
+                    "bdlm": "bridgerec.serving.bdlm:BDLM"},
         retriever=DeploymentOptions(autoscaling_config=retriever_autoscaling(), max_ongoing_requests=8,
                                     max_queued_requests=64, num_cpus=0.25),
         grounder=DeploymentOptions(num_replicas=1, num_cpus=0.25),

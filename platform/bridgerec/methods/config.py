@@ -148,9 +148,9 @@ class BDLMConfig(Section):
     or an .npz with `user_emb` and `item_emb`. None = the domain model's own random init (an
     ablation: nothing is preloaded from a trained model)."""
     domain_init: Literal["run", "fresh"] = "run"
-    """`run`: the joint domain model's free embedding tables start from `domain_run`'s embeddings
-    (MF: exactly the trained model; LightGCN: its propagated embeddings become the layer-0 tables,
-    an approximation); `fresh`: the domain model starts from its random init."""
+    """`run`: the joint domain model starts as `domain_run`'s trained model (MF: its tables are the
+    exported embeddings; LightGCN: the layer-0 tables whose propagation gives them, solved by
+    conjugate gradients); `fresh`: the domain model starts from its random init."""
     history_len: int = 10
     """Most recent training items a prompt shows (entity token + title each, oldest first)."""
     max_length: int = 128

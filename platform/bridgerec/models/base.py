@@ -78,9 +78,9 @@ class DomainModel(nn.Module, abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} has no forward pass over a history")
 
     def init_from_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> None:
-        """Start the free embedding tables from another run's exported (U, d) / (I, d) embeddings
-        (BDLM's joint domain model starts from the pre-trained one). Models with free user/item
-        tables implement it; the default raises NotImplementedError."""
+        """Set the free embedding tables so that this model exports the given (U, d) / (I, d)
+        embeddings (BDLM's joint domain model starts as the pre-trained one). Models with free
+        user/item tables implement it; the default raises NotImplementedError."""
         raise NotImplementedError(f"{type(self).__name__} cannot start from exported embeddings")
 
     def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:

@@ -100,13 +100,27 @@ class LightGCN(DomainModel):
     # -- DomainModel -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def init_from_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> None:
-        """The exported (propagated) embeddings become the layer-0 tables: an approximation of the
-        trained model (propagating them again smooths them once more), not the model itself."""
+    def init_from_embeddings(self, users: torch.Tensor, items: torch.Tensor, tol: float = 1e-5,
+                             max_iter: int = 500) -> None:
+        """The layer-0 tables whose propagation gives the exported embeddings: ``E0`` solving
+        ``M E0 = E`` with ``M = 1/(K+1) sum_k Â^k`` (symmetric; positive definite for even K, PSD
+        otherwise, where the exported ``E`` lies in its range), by conjugate gradients. The model
+        then scores as the trained one did (to ``tol``, relative); raises when CG does not reach it."""
         check_embedding_shapes(self, users, items)
-        self.user_emb.copy_(users)
-        self.item_emb.copy_(items)
+        target = torch.cat([users, items]).to(self.user_emb.dtype)  # (N, d)
+        x = _conjugate_gradients(self._propagate_from, target, tol, max_iter)
+        self.user_emb.copy_(x[: self.n_users])
+        self.item_emb.copy_(x[self.n_users:])
         self._cache = None
+
+    def _propagate_from(self, x: torch.Tensor) -> torch.Tensor:
+        """``M x``: the layer mean of ``Â^k x``, k = 0..K (what :meth:`propagate` does to the tables)."""
+        adj = self.adj if self.adj.dtype == x.dtype else self.adj.to(x.dtype)
+        total = x
+        for _ in range(self.n_layers):
+            x = torch.sparse.mm(adj, x)
+            total = total + x
+        return total / (self.n_layers + 1)
 
     def user_embeddings(self) -> torch.Tensor:
         return self._embeddings()[0]
@@ -130,3 +144,28 @@ class LightGCN(DomainModel):
         s_neg = torch.einsum("bd,bnd->bn", u, n)  # (B, N)
         reg = self.user_emb[uid].pow(2).sum() + self.item_emb[pos].pow(2).sum() + self.item_emb[neg].pow(2).sum()
         return bpr_loss(s_pos, s_neg) + self.reg * reg / len(uid)
+
+
+def _conjugate_gradients(apply, b: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
+    """``x`` with ``apply(x) = b`` for a symmetric positive (semi-)definite linear map, every column
+    of ``b`` (N, d) solved at once; raises when the relative residual stays above ``tol``."""
+    x = torch.zeros_like(b, dtype=torch.float64)
+    b64 = b.double()
+    r = b64.clone()
+    p = r.clone()
+    rs = (r * r).sum(0)  # (d,)
+    norm_b = b64.norm().clamp_min(1e-30)
+    for _ in range(max_iter):
+        if r.norm() <= tol * norm_b:
+            return x.to(b.dtype)
+        ap = apply(p.to(b.dtype)).double()
+        alpha = rs / (p * ap).sum(0).clamp_min(1e-30)
+        x += alpha * p
+        r -= alpha * ap
+        rs_new = (r * r).sum(0)
+        p = r + (rs_new / rs.clamp_min(1e-30)) * p
+        rs = rs_new
+    if r.norm() > tol * norm_b:
+        raise RuntimeError(f"LightGCN: the layer-0 tables of these embeddings were not found (relative residual "
+                           f"{float(r.norm() / norm_b):.2e} after {max_iter} conjugate-gradient steps)")
+    return x.to(b.dtype)

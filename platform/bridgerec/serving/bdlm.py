@@ -6,6 +6,10 @@ item ``[e_i ; down(r_i)]``, so the Retriever's faiss index over items ranks with
 serving runs no LLM. A user the run did not know at export has no LLM feature: the ``domain``
 strategy answers (the Retriever embeds the request's history), and the response says so
 (``fallback: true`` with the reason).
+
+Not built in (every app would list it, whatever its bundle): an app serving a BDLM run adds it
+with ``strategies: {bdlm: "bridgerec.serving.bdlm:BDLM"}`` in its args (``bridgerec serve --args``),
+and ``default_strategy: bdlm`` to answer every request with it.
 """
 
 from __future__ import annotations

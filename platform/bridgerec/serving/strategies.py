@@ -86,8 +86,7 @@ def _check(name: str, obj: Any) -> None:
 
 STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check,
                                           lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND",
-                                                "bigrec": "bridgerec.serving.bigrec:BIGREC",
-                                                "bdlm": "bridgerec.serving.bdlm:BDLM"})
+                                                "bigrec": "bridgerec.serving.bigrec:BIGREC"})
 
 
 async def _domain(ctx: StrategyContext, q: Query) -> Ranked:

@@ -167,6 +167,9 @@ def print_summary(cfg: Config, s: RunSummary, command: str, served: str | None =
                         s.seconds, console.log_path())
     if served:
         footer = [*served.split("\n"), "", *footer]
-    name = cfg.method.name if method_class(cfg.method.name).trains_llm else cfg.model.name
+    if cfg.method.name == "base":
+        name = cfg.model.name
+    else:  # the method's row; a method that trains the domain model names it too (e.g. "bdlm + mf")
+        name = cfg.method.name if method_class(cfg.method.name).trains_llm else f"{cfg.method.name} + {cfg.model.name}"
     console.result(results_block(title, s.baseline, name, s.test, cfg.eval.ks, [*s.notes, *([""] if s.notes else []), *footer],
                                  extra=s.rows))
