@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -75,9 +75,11 @@ class Method(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]: ...
 
-    def begin_epoch(self, epoch: int) -> None:
-        """Called by the trainer on EVERY rank before an epoch's first step (so a method may run
-        collectives here, e.g. recompute cached features); default: nothing."""
+    def begin_epoch(self, epoch: int, gather: Optional[Callable[[torch.Tensor], list[torch.Tensor]]] = None) -> None:
+        """Called by the trainer on EVERY rank before an epoch's first step, so a method may
+        recompute cached features here; ``gather(t)`` returns every rank's ``t`` in rank order (the
+        trainer passes :func:`bridgerec.training.collectives.all_gather_tensors`; None: one process).
+        Default: nothing."""
 
     def param_groups(self, lr: float) -> list[dict]:
         """The optimizer's parameter groups; default: every trainable parameter at ``lr``."""

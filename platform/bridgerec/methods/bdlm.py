@@ -351,14 +351,15 @@ class BDLM(Method):
         return self.entity(torch.arange(self.n_users, self.n_users + self.n_items, device=self.user_feature.device))
 
     @torch.no_grad()
-    def begin_epoch(self, epoch: int) -> None:
-        """Recompute ``user_feature`` for every user (each rank a slice, then all-gathered: every
-        rank must call this, the same number of LLM forwards each, so ZeRO-3's gathers line up)."""
+    def begin_epoch(self, epoch: int, gather=None) -> None:
+        """Recompute ``user_feature`` for every user: each rank a slice, then ``gather`` (every
+        rank's slice in rank order; None = one process). Every rank calls this with the same number
+        of LLM forwards, so ZeRO-3's parameter gathers line up."""
         if not self.with_feature:
             return
         import torch.distributed as dist
 
-        dist_on = dist.is_available() and dist.is_initialized()
+        dist_on = gather is not None and dist.is_available() and dist.is_initialized()
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist_on else (0, 1)
         device = self.user_feature.device
         per_rank = -(-self.n_users // world)
@@ -369,10 +370,8 @@ class BDLM(Method):
                  for u in mine.split(self.feature_batch_size)]
         self.llm.train(was_training)
         local = torch.cat(parts)  # (per_rank, d_model)
-        if dist_on and world > 1:
-            gathered = [torch.empty_like(local) for _ in range(world)]
-            dist.all_gather(gathered, local)
-            full = torch.stack(gathered, dim=1).reshape(per_rank * world, -1)  # interleave back to user order
+        if world > 1:
+            full = torch.stack(gather(local), dim=1).reshape(per_rank * world, -1)  # interleave back to user order
         else:
             full = local
         self.user_feature.copy_(full[: self.n_users].to(self.user_feature.dtype))

@@ -46,6 +46,17 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     return t.cpu().tolist()
 
 
+def all_gather_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``t`` (same shape and dtype on every rank), in rank order, on ``t``'s device;
+    the collective runs on the group's device."""
+    if not is_distributed():
+        return [t]
+    local = t.to(group_device())
+    out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, local)
+    return [o.to(t.device) for o in out]
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (picklable, small: hashes, counts), in rank order.
 

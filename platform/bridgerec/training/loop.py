@@ -34,7 +34,7 @@ from bridgerec.evaluation import full_ranking, mlflow_metric_name
 from bridgerec.methods import Method, build_method
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.models import build_model, dataset_inputs
-from bridgerec.training.collectives import all_gather_objects, broadcast_flag, same_on_all_ranks
+from bridgerec.training.collectives import all_gather_objects, all_gather_tensors, broadcast_flag, same_on_all_ranks
 from bridgerec.training.engines import STATE_FILE, Engine, build_engine
 
 __all__ = ["train_loop_per_worker", "STATE_FILE", "valid_metric_key"]
@@ -228,7 +228,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     for epoch in range(first_epoch, cfg.train.epochs):
         t0, total, step, parts = time.time(), 0.0, 0, {}
-        model.begin_epoch(epoch)  # every rank (a method may run collectives, e.g. recompute LLM features)
+        model.begin_epoch(epoch, all_gather_tensors)  # every rank (a method may gather, e.g. recomputed LLM features)
         sampler.reseed(seed, epoch, rank)
         torch.manual_seed(_seed(seed, epoch, rank))  # dropout
         if cfg.train.shuffle == "buffer":
