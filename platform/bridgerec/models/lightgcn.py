@@ -71,13 +71,7 @@ class LightGCN(DomainModel):
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(users (U, d), items (I, d)): the layer-mean of ``Â^k E^(0)``, k = 0..K, with gradients."""
-        x = torch.cat([self.user_emb, self.item_emb])  # (N, d)
-        adj = self.adj if self.adj.dtype == x.dtype else self.adj.to(x.dtype)
-        total = x
-        for _ in range(self.n_layers):
-            x = torch.sparse.mm(adj, x)  # (N, d)
-            total = total + x
-        final = total / (self.n_layers + 1)  # (N, d)
+        final = self._propagate_from(torch.cat([self.user_emb, self.item_emb]))  # (N, d)
         return final[: self.n_users], final[self.n_users :]
 
     def _param_key(self) -> tuple:
