@@ -13,4 +13,5 @@ pytestmark = pytest.mark.slow
 def test_page_shows_each_strategy_for_a_user(served, tmp_path):
     user = served["data"].users()["user_id"].astype(str)[3]
     cards = check_page(served["url"], served["token"], served["client"], "", user, tmp_path)
-    assert set(cards) == {"history", "domain"}  # the stub LLM strategies need an LLM this app lacks
+    # the stub LLM strategies need an LLM this app lacks; bdlm (added by path) needs none
+    assert set(cards) == {"history", "domain", "bdlm"}
