@@ -37,8 +37,10 @@ run). Protocol: full ranking, known items masked (BIGRec's own scripts do not ma
 model with each backbone of ``--bdlm`` (the first on every seed of its domain, the tiny one with
 every event's prompt through the LLM unless ``--bdlm-tiny-samples``; the others on seed 0 as their
 config sizes them), then the
-ablations of the main configuration on seed 0: random entity init, no LLM feature in the domain
-model, no mutual learning, nothing pre-trained. Columns: HR@1/5/10, NDCG@10/20, Recall@20, tail
+ablations of the main configuration on seed 0 (``--bdlm-ablation-rows`` picks some): no entity
+tokens (ids as text), random entity init, sequential (LLM then domain model), no LLM feature in the
+domain model, no mutual learning, nothing pre-trained, and the title task instead of next item.
+Columns: HR@1/5/10, NDCG@10/20, Recall@20, tail
 HR@10 and NDCG@20, cold-item Recall@20, seconds per training epoch, samples/s and peak memory per
 Ray Train worker. Same protocol (test split, full ranking, known items masked).
 """
@@ -319,10 +321,13 @@ BDLM_COLUMNS = [("HR@1", None, "hr@1"), ("HR@5", None, "hr@5"), ("HR@10", None, 
                 ("N@20", None, "ndcg@20"), ("R@20", None, "recall@20"), ("tail HR@10", "long_tail_users", "hr@10"),
                 ("tail N@20", "long_tail_users", "ndcg@20"), ("cold R@20", "cold_items", "recall@20")]
 BDLM_ABLATIONS = {  # row suffix -> overrides of the main configuration (one seed)
+    "no entity tokens (ids as text)": ["method.bdlm.entity_ids=text"],
     "random entity init": ["llm.entity_tokens.init=random"],
+    "sequential (LLM then domain model)": ["method.bdlm.schedule=sequential", "method.bdlm.llm_epochs=1"],
     "no LLM feature in the domain model": ["method.bdlm.llm_feature=false"],
     "no mutual learning (gamma 0)": ["method.bdlm.gamma=0"],
     "nothing pre-trained": ["method.bdlm.domain_run=null", "method.bdlm.domain_init=fresh"],
+    "title task": ["method.bdlm.llm_task=title"],  # not an ablation: the other llm task
 }
 
 
@@ -409,6 +414,8 @@ def bdlm_suite(args: argparse.Namespace, stamp: str) -> None:
     if main and args.bdlm_ablations:
         domain, backbone, extra = main
         for suffix, changes in BDLM_ABLATIONS.items():
+            if args.bdlm_ablation_rows and suffix not in args.bdlm_ablation_rows:
+                continue
             _bdlm_row(args, f"bdlm_{domain}_synthetic.yaml", 0, f"bdlm {backbone} + {domain}, {suffix}",
                       [*extra, *changes], data, rows, sizes)
             rows[f"bdlm {backbone} + {domain}, {suffix}"][-1][1].pop("model", None)
@@ -448,6 +455,8 @@ def main() -> None:
                    help="bdlm suite: prompts per step through the tiny backbone (default: every event of the batch)")
     p.add_argument("--bdlm-ablations", action=argparse.BooleanOptionalAction, default=True,
                    help="bdlm suite: run the ablation rows (default: yes)")
+    p.add_argument("--bdlm-ablation-rows", type=lambda v: v.split(","), default=None, metavar="ROW,ROW",
+                   help=f"bdlm suite: only these ablation rows (default: all: {', '.join(BDLM_ABLATIONS)})")
     p.add_argument("--bigrec", type=lambda v: v.split(","), default=["smollm2", "tiny"],
                    help="bigrec suite: backbones, comma-separated (tiny, smollm2; the first gets --bigrec-seeds)")
     p.add_argument("--bigrec-seeds", type=int, default=1, help="bigrec suite: seeds of the first backbone's row (default 1)")

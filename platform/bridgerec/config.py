@@ -274,6 +274,14 @@ class Config(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _bdlm_phases_fit(self) -> "Config":
+        b = self.method.bdlm
+        if self.method.name == "bdlm" and b.schedule == "sequential" and b.llm_epochs >= self.train.epochs:
+            raise ValueError(f"method.bdlm.llm_epochs: {b.llm_epochs} LLM epochs leave no domain phase in "
+                             f"train.epochs={self.train.epochs} (schedule: sequential)")
+        return self
+
     # -- derived paths -------------------------------------------------------------------
     def dataset_dir(self) -> str:
         return self.data.output_dir or os.path.join(self.work_dir, "datasets", self.data.name)

@@ -204,3 +204,100 @@ def _export_reloads_in_a_plain_process(model, directory) -> None:
     with torch.no_grad():
         expected = model.eval().full_scores(torch.arange(8)).numpy()
     np.testing.assert_allclose(np.load(directory / "scores.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ ablations and the title task
+
+
+def test_ids_as_text_prompts_carry_no_entity_token_and_the_user_rows_stay_out(ray_session, session_dir, domain_npz,
+                                                                               data):
+    from bridgerec.methods.bdlm import _tokenizer
+    from bridgerec.llm.backbone import resolve_backbone
+    from bridgerec.training.driver import build_method_for_dataset
+
+    cfg = _cfg(session_dir, domain_npz, "method.bdlm.entity_ids=text")
+    model = build_method_for_dataset(cfg, data)
+    tok, base = _tokenizer(resolve_backbone(cfg.llm, cfg.work_dir, data).path, data.n_users, data.n_items, False)
+    assert len(tok) == base  # the tokenizer gained nothing
+    batch = _batch(model, data, cfg, n=12)
+    ids, lens = batch["prompt_ids"], batch["prompt_len"]
+    assert int(ids.max()) < base and int(model.user_prompts.max()) < base
+    for u, row, n in zip(batch["uid"].tolist(), ids, lens):
+        text = tok.decode(row[len(row) - int(n):])
+        assert f"user {u}" in text and "<u_" not in text and "<i_" not in text
+    with torch.no_grad():  # move the sides apart so the mutual losses have a gradient
+        model.entity.weight.mul_(1.1)
+    model(batch)["mutual_llm"].backward()
+    grad = model.entity.weight.grad
+    assert float(grad[: data.n_users].abs().sum()) == 0, "the user rows are not the LLM's here"
+    assert float(grad[data.n_users:].abs().sum()) > 0
+
+
+def test_sequential_schedule_trains_the_llm_side_then_the_domain_side(built, cfg, data):
+    import copy
+
+    from bridgerec.config import ConfigError
+
+    model = copy.deepcopy(built)
+    model.schedule, model.llm_epochs = "sequential", 1
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in (model.entity.weight, model.domain.user.weight, model.share.feature.weight):
+            p.add_(0.05 * float(model.entity.weight.std()) * torch.randn(p.shape, generator=gen))
+    batch = _batch(model, data, cfg)
+    lora = [p for n, p in model.llm.named_parameters() if p.requires_grad]
+    domain = list(model.domain.parameters())
+
+    def grad_norms(epoch):
+        model.begin_epoch(epoch)
+        model.zero_grad(set_to_none=True)
+        sum(model(batch).values()).backward()
+        norm = lambda ps: sum(float(p.grad.abs().sum()) for p in ps if p.grad is not None)  # noqa: E731
+        return norm(lora), norm([model.entity.weight]), norm(domain), norm([model.share.feature.weight])
+
+    g_lora, g_rows, g_domain, g_feature = grad_norms(0)
+    assert model.phase == "llm" and g_lora > 0 and g_rows > 0 and g_domain == 0 and g_feature == 0
+    g_lora, g_rows, g_domain, g_feature = grad_norms(1)
+    assert model.phase == "domain" and g_lora == 0 and g_rows == 0 and g_domain > 0 and g_feature > 0
+    with pytest.raises(ConfigError, match="method.bdlm.llm_epochs"):
+        load_config(None, ["method.name=bdlm", "method.bdlm.schedule=sequential", "train.epochs=1"])
+
+
+def test_title_task_targets_the_events_item_title(ray_session, session_dir, domain_npz, data):
+    from bridgerec.methods.bdlm import _tokenizer
+    from bridgerec.llm.backbone import resolve_backbone
+    from bridgerec.training.driver import build_method_for_dataset
+
+    cfg = _cfg(session_dir, domain_npz, "method.bdlm.llm_task=title", "method.bdlm.title_max_tokens=12")
+    model = build_method_for_dataset(cfg, data)
+    tok, _ = _tokenizer(resolve_backbone(cfg.llm, cfg.work_dir, data).path, data.n_users, data.n_items)
+    batch = _batch(model, data, cfg, n=8)
+    assert batch["prompt_ids"].shape == (8, 64 + 12)
+    titles = data.items()["title"].astype(str).to_numpy()
+    for i, row, t in zip(batch["pos"].tolist(), batch["prompt_ids"], batch["target_len"].tolist()):
+        assert 2 <= t <= 12 and int(row[-1]) == tok.eos_token_id
+        target = tok.decode(row[len(row) - t:-1]).strip()
+        assert f'"{titles[i]}"'.startswith(target), (target, titles[i])
+    loss = model(batch)["llm"]
+    assert math.isfinite(float(loss)) and float(loss) > 0
+    loss.backward()
+    lora = [p for n, p in model.llm.named_parameters() if p.requires_grad]
+    assert sum(float(p.grad.abs().sum()) for p in lora) > 0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.domain.parameters())
+
+
+@pytest.mark.slow
+def test_two_workers_run_the_ablations_and_the_title_task(ray_session, session_dir, domain_npz, data):
+    """Ids as text, the sequential schedule and the title task together on 2 DDP workers: the
+    logged losses show the phases (epoch 1 trains the LLM side only, epoch 2 the domain side)."""
+    from bridgerec.training import train
+
+    cfg = _cfg(session_dir, domain_npz, "method.bdlm.entity_ids=text", "method.bdlm.schedule=sequential",
+               "method.bdlm.llm_task=title", "method.bdlm.title_max_tokens=12", "method.bdlm.llm_samples=16",
+               "train.strategy=ddp", "train.epochs=2", "train.num_workers=2", "run_name=bdlm-ablations")
+    res = train(cfg, data)
+    first, second = res.history
+    assert first["loss_llm"] > 0 and first["loss_mutual_llm"] >= 0
+    assert first["loss_rec"] == 0 and first["loss_rec_llm"] == 0 and first["loss_mutual_domain"] == 0
+    assert second["loss_llm"] == 0 and second["loss_mutual_llm"] == 0 and second["loss_rec"] > 0
+    assert math.isfinite(second["train_loss"])

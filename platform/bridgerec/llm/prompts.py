@@ -46,6 +46,7 @@ __all__ = [
     "attribute_prompt",
     "bdlm_prompt",
     "bdlm_target",
+    "bdlm_title_target",
     "encode_prompt",
     "encode_example",
     "template_corpus",
@@ -310,16 +311,26 @@ def attribute_prompt(item: ItemView, column: str, known: Mapping[str, Any], *, v
     return Prompt(text, "attribute", version, (int(item.iid),))
 
 
-def bdlm_prompt(uid: int, history: Sequence[ItemView], *, version: str = "v1") -> Prompt:
-    """BDLM: the user and the items as entity tokens (followed by the title for grounding)."""
-    lines = "\n".join(f"- {item_token(h.iid)} {_quoted(h)}" for h in history) or "- (none)"
-    text = _template(version, "bdlm").format(user=user_token(uid), history=lines)
+def bdlm_prompt(uid: int, history: Sequence[ItemView], *, version: str = "v1", ids: str = "tokens") -> Prompt:
+    """BDLM: the user and the items as entity tokens (followed by the title for grounding);
+    ``ids="text"`` names them in plain text instead ("user 12", "item 34": the ablation without
+    entity tokens)."""
+    if ids not in ("tokens", "text"):
+        raise ValueError(f"ids must be 'tokens' or 'text', got {ids!r}")
+    user, item = (user_token, item_token) if ids == "tokens" else (lambda k: f"user {int(k)}", lambda k: f"item {int(k)}")
+    lines = "\n".join(f"- {item(h.iid)} {_quoted(h)}" for h in history) or "- (none)"
+    text = _template(version, "bdlm").format(user=user(uid), history=lines)
     return Prompt(text, "bdlm", version, tuple(int(h.iid) for h in history))
 
 
 def bdlm_target(item: ItemView) -> str:
     """BDLM target: the next item's entity token."""
     return f" {item_token(item.iid)}"
+
+
+def bdlm_title_target(item: ItemView) -> str:
+    """BDLM target of the title task (``method.bdlm.llm_task: title``): the next item's quoted title."""
+    return f" {_quoted(item)}"
 
 
 # ----------------------------------------------------------------------------- tokenisation

@@ -59,9 +59,29 @@ Losses (named; ``method.loss_weights`` weighs each, ``method.bdlm.gamma`` the mu
 Cost: a step runs the LLM on ``method.bdlm.llm_samples`` prompts of the batch (all by default);
 an epoch adds one no-grad LLM pass over every user's prompt for the feature cache.
 
-Ablations by config: ``llm.entity_tokens.init=random`` (no preload), ``method.bdlm.domain_run``
-unset (nothing pre-trained), ``method.bdlm.llm_feature=false`` (no LLM feature in the domain
-model), ``method.bdlm.gamma=0`` (no mutual learning).
+``llm`` with ``method.bdlm.llm_task: title`` instead: the prompt followed by the event's item
+title (``"title"`` then end-of-sequence, at most ``title_max_tokens``), causal-LM cross-entropy on
+the title tokens through the LLM's own output head; the item rows then learn from the mutual and
+``rec_llm`` losses only.
+
+Ablations by config (the issue's four first):
+
+- ``method.bdlm.entity_ids=text``: no entity tokens. Prompts name users and items in plain text
+  ("user 12", "item 34"), the tokenizer gains nothing and the LLM's input never reads an entity
+  row. The item rows stay the output head of the ``item`` task and the LLM side of the items'
+  mutual losses; the user rows are unused (``mutual_llm``/``mutual_domain`` over items only).
+- ``llm.entity_tokens.init=random``: random rows, no preload.
+- ``method.bdlm.schedule=sequential``: the LLM, then the domain model, not jointly. The first
+  ``method.bdlm.llm_epochs`` epochs train the LLM side (``llm``, ``mutual_llm`` toward the fixed
+  pre-trained domain model). The remaining epochs train the domain side (``rec``, ``rec_llm``,
+  ``mutual_domain``, with the entity rows detached) on the tuned LLM's features. The other
+  side's losses are multiplied by 0, not dropped, so DDP and ZeRO see every parameter used. In
+  the domain phase the LLM runs on one prompt per step, and the LLM side's optimizer state
+  carries over: Adam's momentum moves it for a few more steps before it stops (no new gradient
+  reaches it).
+- ``method.bdlm.llm_feature=false``: no LLM feature in the domain model.
+- Besides those four: ``method.bdlm.domain_run`` unset (nothing pre-trained) and
+  ``method.bdlm.gamma=0`` (no mutual learning).
 
 The training stream carries the tokenised prompts: :func:`stream_stage` runs in Ray Data
 (``map_batches``), builds each event's prompt with :func:`bridgerec.llm.prompts.bdlm_prompt` from
@@ -84,7 +104,7 @@ from torch import nn
 from bridgerec.methods.base import Method
 from bridgerec.models.base import Batch, DomainModel, bpr_loss
 
-__all__ = ["BDLM", "BDLMContext", "bdlm_context", "stream_stage", "prompt_tokens"]
+__all__ = ["BDLM", "BDLMContext", "bdlm_context", "stream_stage", "prompt_tokens", "title_tokens"]
 
 
 @dataclass
@@ -112,14 +132,16 @@ class BDLMContext:
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(backbone: str, n_users: int, n_items: int):
-    """The backbone's tokenizer with the entity tokens (one per process: Data workers reuse it)."""
+def _tokenizer(backbone: str, n_users: int, n_items: int, entity_tokens: bool = True):
+    """The backbone's tokenizer with the entity tokens (none when prompts name ids in text); one
+    per process: Data workers reuse it."""
     from bridgerec.llm.backbone import load_tokenizer
     from bridgerec.llm.entity import add_entity_token_names
 
     tok = load_tokenizer(backbone)
     base = len(tok)
-    add_entity_token_names(tok, n_users, n_items)
+    if entity_tokens:
+        add_entity_token_names(tok, n_users, n_items)
     return tok, base
 
 
@@ -139,19 +161,29 @@ def _train_histories(dataset_dir: str):
 
 
 def prompt_tokens(tokenizer: Any, chat: Any, uid: int, history: np.ndarray, titles: np.ndarray,
-                  history_len: int, max_length: int, version: str = "v1") -> list[int]:
+                  history_len: int, max_length: int, version: str = "v1", ids: str = "tokens") -> list[int]:
     """Token ids of the BDLM prompt of ``uid`` over ``history`` (item ids, oldest first): the last
     ``history_len`` items, the oldest dropped until the prompt fits ``max_length`` (then cut from
-    the left: the end of the prompt, where the prediction is read, always survives)."""
+    the left: the end of the prompt, where the prediction is read, always survives). ``ids``:
+    entity ``tokens`` or plain ``text``."""
     from bridgerec.llm.prompts import ItemView, bdlm_prompt, encode_prompt, engine_text
 
     items = [int(i) for i in history[-history_len:]]
     while True:
-        prompt = bdlm_prompt(uid, [ItemView(i, titles[i]) for i in items], version=version)
-        ids = encode_prompt(tokenizer, engine_text(prompt, chat))
-        if len(ids) <= max_length or not items:
-            return ids[-max_length:]
+        prompt = bdlm_prompt(uid, [ItemView(i, titles[i]) for i in items], version=version, ids=ids)
+        tokens = encode_prompt(tokenizer, engine_text(prompt, chat))
+        if len(tokens) <= max_length or not items:
+            return tokens[-max_length:]
         items = items[1:]
+
+
+def title_tokens(tokenizer: Any, chat: Any, iid: int, titles: np.ndarray, max_tokens: int) -> list[int]:
+    """Token ids of the title target of item ``iid`` (``llm_task: title``) as it follows the
+    prompt: at most ``max_tokens - 1`` title tokens, then end-of-sequence."""
+    from bridgerec.llm.prompts import ItemView, bdlm_title_target
+
+    text = chat.target(bdlm_title_target(ItemView(iid, titles[iid])))
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])[: max_tokens - 1] + [tokenizer.eos_token_id]
 
 
 def _left_pad(rows: list[list[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,30 +197,40 @@ def _left_pad(rows: list[list[int]], length: int, pad_id: int) -> tuple[np.ndarr
 
 
 class _PromptStage:
-    """Ray Data ``map_batches`` function: (``uid``, ``pos_idx``) -> ``prompt_ids``, ``prompt_len``.
+    """Ray Data ``map_batches`` function: (``uid``, ``iid``, ``pos_idx``) -> ``prompt_ids``,
+    ``prompt_len`` (and, for ``llm_task: title``, the event's title appended to its prompt and
+    ``target_len``, its token count).
 
     Picklable (settings only); the tokenizer, titles and histories load once per Data worker."""
 
     def __init__(self, dataset_dir: str, backbone: str, chat: dict, n_users: int, n_items: int, history_len: int,
-                 max_length: int, version: str):
+                 max_length: int, version: str, ids: str = "tokens", title_max_tokens: Optional[int] = None):
         self.dataset_dir, self.backbone, self.chat = dataset_dir, backbone, chat
         self.n_users, self.n_items = n_users, n_items
         self.history_len, self.max_length, self.version = history_len, max_length, version
+        self.ids, self.title_max_tokens = ids, title_max_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from bridgerec.llm.prompts import ChatFormat
 
-        tok, _ = _tokenizer(self.backbone, self.n_users, self.n_items)
+        tok, _ = _tokenizer(self.backbone, self.n_users, self.n_items, self.ids == "tokens")
         chat = ChatFormat(**self.chat)
         titles = _titles(self.dataset_dir)
         indptr, items = _train_histories(self.dataset_dir)
-        rows = []
-        for u, k in zip(batch["uid"].tolist(), batch["pos_idx"].tolist()):
+        rows, targets = [], []
+        for u, i, k in zip(batch["uid"].tolist(), batch["iid"].tolist(), batch["pos_idx"].tolist()):
             start = indptr[u]
             rows.append(prompt_tokens(tok, chat, u, items[start:start + k], titles, self.history_len,
-                                      self.max_length, self.version))
-        ids, lens = _left_pad(rows, self.max_length, tok.pad_token_id)
-        return {**batch, "prompt_ids": ids, "prompt_len": lens}
+                                      self.max_length, self.version, self.ids))
+            if self.title_max_tokens:
+                targets.append(title_tokens(tok, chat, i, titles, self.title_max_tokens))
+        if not self.title_max_tokens:
+            ids, lens = _left_pad(rows, self.max_length, tok.pad_token_id)
+            return {**batch, "prompt_ids": ids, "prompt_len": lens}
+        ids, lens = _left_pad([p + t for p, t in zip(rows, targets)], self.max_length + self.title_max_tokens,
+                              tok.pad_token_id)
+        return {**batch, "prompt_ids": ids, "prompt_len": lens,
+                "target_len": np.array([len(t) for t in targets], dtype=np.int64)}
 
 
 def _chat(cfg, backbone) -> Any:
@@ -204,7 +246,8 @@ def stream_stage(cfg, data) -> _PromptStage:
     backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
     b = cfg.method.bdlm
     return _PromptStage(data.path, backbone.path, _chat(cfg, backbone).to_dict(), data.n_users, data.n_items,
-                        b.history_len, b.max_length, cfg.llm.prompt_version)
+                        b.history_len, b.max_length, cfg.llm.prompt_version, b.entity_ids,
+                        b.title_max_tokens if b.llm_task == "title" else None)
 
 
 def bdlm_context(cfg, data) -> BDLMContext:
@@ -215,12 +258,12 @@ def bdlm_context(cfg, data) -> BDLMContext:
 
     b = cfg.method.bdlm
     backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
-    tok, base = _tokenizer(backbone.path, data.n_users, data.n_items)
+    tok, base = _tokenizer(backbone.path, data.n_users, data.n_items, b.entity_ids == "tokens")
     chat = _chat(cfg, backbone)
     titles = _titles(data.path)
     indptr, items = _train_histories(data.path)
     rows = [prompt_tokens(tok, chat, u, items[indptr[u]:indptr[u + 1]], titles, b.history_len, b.max_length,
-                          cfg.llm.prompt_version) for u in range(data.n_users)]
+                          cfg.llm.prompt_version, b.entity_ids) for u in range(data.n_users)]
     ids, lens = _left_pad(rows, b.max_length, tok.pad_token_id)
     users = items_emb = None
     if b.domain_run:
@@ -286,6 +329,9 @@ class BDLM(Method):
         b = cfg.bdlm
         self.gamma, self.with_feature, self.llm_lr = b.gamma, b.llm_feature, b.llm_lr
         self.feature_batch_size, self.llm_samples = b.feature_batch_size, b.llm_samples
+        self.llm_task, self.ids_as_text = b.llm_task, b.entity_ids == "text"
+        self.schedule, self.llm_epochs = b.schedule, b.llm_epochs
+        self.phase = "joint" if b.schedule == "joint" else "llm"  # set per epoch by begin_epoch
         self.base_vocab, self.pad_id = ctx.base_vocab, ctx.pad_id
         self.n_users, self.n_items = domain.n_users, domain.n_items
         self.llm = _lora_llm(ctx)
@@ -337,14 +383,26 @@ class BDLM(Method):
         ent = self.entity((ids - self.base_vocab).clamp(min=0))
         return torch.where(is_entity.unsqueeze(-1), ent, base)
 
-    def _last_hidden(self, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """(B, d_model) last layer's hidden state at the last prompt token (prompts are left-padded)."""
+    def _hidden(self, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) last layer's hidden states of left-padded sequences (``lens`` real tokens each)."""
         L = ids.shape[1]
         mask = torch.arange(L, device=ids.device).unsqueeze(0) >= (L - lens).unsqueeze(1)  # (B, L)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         body = self.llm.get_base_model().model  # the decoder stack without the LM head
-        out = body(inputs_embeds=self._embed(ids), attention_mask=mask.long(), position_ids=positions)
-        return out.last_hidden_state[:, -1]
+        return body(inputs_embeds=self._embed(ids), attention_mask=mask.long(), position_ids=positions).last_hidden_state
+
+    def _last_hidden(self, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """(B, d_model) last layer's hidden state at the last prompt token (prompts are left-padded)."""
+        return self._hidden(ids, lens)[:, -1]
+
+    def _title_loss(self, ids: torch.Tensor, lens: torch.Tensor, target_len: torch.Tensor) -> torch.Tensor:
+        """Causal-LM cross-entropy on the last ``target_len`` tokens of each row (the title after
+        the prompt), through the LLM's own (frozen) output head."""
+        T = int(target_len.max())
+        h = self._hidden(ids, lens)[:, -T - 1:-1]  # (B, T, d): the states that predict the last T tokens
+        logits = self.llm.get_output_embeddings()(h).float()  # (B, T, V)
+        keep = torch.arange(T, device=ids.device).unsqueeze(0) >= (T - target_len).unsqueeze(1)
+        return F.cross_entropy(logits[keep], ids[:, -T:][keep])
 
     def _item_rows(self) -> torch.Tensor:
         """(I, d_model) item-token rows."""
@@ -352,10 +410,14 @@ class BDLM(Method):
 
     @torch.no_grad()
     def begin_epoch(self, epoch: int, gather=None) -> None:
-        """Recompute ``user_feature`` for every user: each rank a slice, then ``gather`` (every
-        rank's slice in rank order; None = one process). Every rank calls this with the same number
-        of LLM forwards, so ZeRO-3's parameter gathers line up."""
-        if not self.with_feature:
+        """Set the epoch's phase (``schedule: sequential``: ``llm`` for the first ``llm_epochs``,
+        then ``domain``), then recompute ``user_feature`` for every user (not needed in the LLM
+        phase): each rank a slice, then ``gather`` (every rank's slice in rank order; None = one
+        process). Every rank calls this with the same number of LLM forwards, so ZeRO-3's parameter
+        gathers line up."""
+        if self.schedule == "sequential":
+            self.phase = "llm" if epoch < self.llm_epochs else "domain"
+        if not self.with_feature or self.phase == "llm":
             return
         import torch.distributed as dist
 
@@ -378,12 +440,15 @@ class BDLM(Method):
 
     # -- training --------------------------------------------------------------------------------
 
+    def _llm_columns(self) -> tuple[str, ...]:
+        return ("prompt_ids", "prompt_len", *(("target_len",) if self.llm_task == "title" else ()))
+
     def batch_inputs(self, stream: dict[str, torch.Tensor]) -> Batch:
-        return {**self.domain.batch_inputs(stream), "prompt_ids": stream["prompt_ids"], "prompt_len": stream["prompt_len"]}
+        return {**self.domain.batch_inputs(stream), **{c: stream[c] for c in self._llm_columns()}}
 
     @property
     def stream_columns(self) -> tuple[str, ...]:
-        return (*self.domain.stream_columns, "prompt_ids", "prompt_len")
+        return (*self.domain.stream_columns, *self._llm_columns())
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         losses = {"rec": self.domain(batch)}
@@ -392,20 +457,30 @@ class BDLM(Method):
         uid, pos, neg = batch["uid"], batch["pos"], batch["neg"]
         if self.with_feature:
             a = self.share.feature(self.user_feature[uid])  # (B, d)
-            b_items = self.share.down(item_rows)  # (I, d)
+            b_items = self.share.down(item_rows if self.phase == "joint" else item_rows.detach())  # (I, d)
             s_pos = (users[uid] * items[pos]).sum(-1) + (a * b_items[pos]).sum(-1)
             s_neg = torch.einsum("bd,bnd->bn", users[uid], items[neg]) + torch.einsum("bd,bnd->bn", a, b_items[neg])
             losses["rec_llm"] = bpr_loss(s_pos, s_neg)
-        k = self.llm_samples or len(pos)  # the first k events of the (shuffled) batch run through the LLM
-        h = self._last_hidden(batch["prompt_ids"][:k], batch["prompt_len"][:k])  # (k, d_model)
-        losses["llm"] = F.cross_entropy(h @ item_rows.T, pos[:k])
+        # the first k events of the (shuffled) batch run through the LLM; one in the domain phase (weight 0)
+        k = 1 if self.phase == "domain" else (self.llm_samples or len(pos))
+        if self.llm_task == "title":
+            losses["llm"] = self._title_loss(batch["prompt_ids"][:k], batch["prompt_len"][:k], batch["target_len"][:k])
+        else:
+            h = self._last_hidden(batch["prompt_ids"][:k], batch["prompt_len"][:k])  # (k, d_model)
+            losses["llm"] = F.cross_entropy(h @ item_rows.T, pos[:k])
         if self.gamma > 0:
             losses.update(self._mutual(users, items, uid, torch.unique(torch.cat([pos, neg.reshape(-1)]))))
-        return losses
+        return self._phase_weights(losses)
+
+    def _phase_weights(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Zero the losses of the side that does not train in this phase (``schedule:
+        sequential``); they stay in the graph, so every engine sees every parameter used."""
+        off = {"llm": ("rec", "rec_llm", "mutual_domain"), "domain": ("llm", "mutual_llm")}.get(self.phase, ())
+        return {name: loss * 0.0 if name in off else loss for name, loss in losses.items()}
 
     def _mutual(self, users: torch.Tensor, items: torch.Tensor, uid: torch.Tensor, iids: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
-        u = torch.unique(uid)
+        u = uid[:0] if self.ids_as_text else torch.unique(uid)  # ids as text: the user rows are not the LLM's
         z = F.normalize(self.share.down(self.entity(torch.cat([u, iids + self.n_users]))), dim=-1)  # LLM side
         e = F.normalize(torch.cat([users[u], items[iids]]), dim=-1)  # domain side
         return {"mutual_llm": self.gamma * (z - e.detach()).pow(2).sum(-1).mean(),

@@ -170,6 +170,24 @@ class BDLMConfig(Section):
     whole batch: this bounds a step's LLM cost (a 135M LLM on 2 CPU cores: ~8 prompts per step)."""
     feature_batch_size: int = 32
     """Users per batch when the LLM features of all users are recomputed (once per epoch, no grad)."""
+    llm_task: Literal["item", "title"] = "item"
+    """The `llm` loss: `item` = next-item prediction as a softmax over the item-token rows only;
+    `title` = generate the next item's title after the prompt (causal-LM cross-entropy on the title
+    tokens, at most `title_max_tokens`)."""
+    title_max_tokens: int = 24
+    """Most title tokens (end-of-sequence included) a `title` target keeps."""
+    entity_ids: Literal["tokens", "text"] = "tokens"
+    """How prompts name users and items: `tokens` = the `<u_k>`/`<i_k>` entity tokens (BDLM);
+    `text` = the ablation "no entity tokens": plain text ("user 12", "item 34"), the tokenizer gains
+    no tokens and the LLM's input never sees the entity rows (the item rows stay the `item` task's
+    output head and the LLM side of the items' mutual loss; the user rows are unused)."""
+    schedule: Literal["joint", "sequential"] = "joint"
+    """`joint` = every loss in every step (deep mutual learning); `sequential` = the ablation "LLM
+    then domain model": the first `llm_epochs` epochs train the LLM side only (`llm`, `mutual_llm`
+    toward the pre-trained domain model), the rest the domain side only (`rec`, `rec_llm`,
+    `mutual_domain`) with the tuned LLM fixed."""
+    llm_epochs: int = 1
+    """Under `schedule: sequential`, the epochs of the LLM phase (must be below train.epochs)."""
 
     @model_validator(mode="after")
     def _ranges(self) -> "BDLMConfig":
@@ -181,6 +199,8 @@ class BDLMConfig(Section):
             raise ValueError("method.bdlm.llm_samples must be >= 1 or null (every event)")
         if self.llm_lr is not None and self.llm_lr <= 0:
             raise ValueError("method.bdlm.llm_lr must be > 0")
+        if self.llm_epochs < 1 or self.title_max_tokens < 2:
+            raise ValueError("method.bdlm.llm_epochs must be >= 1 and title_max_tokens >= 2")
         return self
 
 
