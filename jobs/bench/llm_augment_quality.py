@@ -75,7 +75,7 @@ def pair_tasks(catalog, topics, utop, n, seed):
     users = [u for u, (_, seen_topics) in utop.items() if catalog.n_train(u) >= 3 and len(seen_topics) < len(by_topic)]
     for u in rng.permutation(users)[:n]:
         top, seen_topics = utop[int(u)]
-        seen = set(catalog.seen_items(int(u)).tolist())
+        seen = set(catalog.train_items(int(u)).tolist())  # the training-visible catalog only, like the pairs stage
         good = [i for i in by_topic[top] if i not in seen]
         other = rng.choice([k for k in by_topic if k not in seen_topics])
         if not good:

@@ -92,10 +92,13 @@ def test_no_validation_or_test_item_in_any_history_prompt(augmented, dataset):
             assert users_of.get(row.id, set()) & users_of.get(int(co), set())
     pairs = _out(augmented, "pairs")
     for row in pairs.itertuples():
-        shown = set(row.prompt_iids)
-        assert not held.get(row.uid, set()) & shown
-        assert {row.pos_iid, row.neg_iid}.isdisjoint(train[row.uid])
-        for iid in held.get(row.uid, ()):
+        history, candidates = set(row.prompt_iids[:-2]), set(row.prompt_iids[-2:])
+        assert history <= train[row.uid] and len(candidates) == 2
+        if not pd.isna(row.pos_iid):
+            assert candidates == {row.pos_iid, row.neg_iid}
+        assert not held.get(row.uid, set()) & history
+        assert candidates.isdisjoint(train[row.uid])  # candidates: the catalog minus the TRAINING items only
+        for iid in held.get(row.uid, set()) - candidates:
             assert f'"{titles[iid]}"' not in row.prompt
     ranking = _out(augmented, "prompt_aug")
     for row in ranking.itertuples():
@@ -272,3 +275,28 @@ def test_parse_profile():
     assert parse_profile('x {"summarization": "likes space", "reasoning": "many rockets"} y') == ("likes space", "many rockets")
     assert parse_profile(" free text ") == ("free text", "")
     assert parse_profile('{"summarization": broken') == ('{"summarization": broken', "")
+
+
+def test_the_catalog_never_reads_the_held_out_splits(dataset):
+    """Prompts and sampled candidates come from a Catalog, which is built without the validation
+    and test splits: nothing it gives can avoid or favour a held-out item."""
+    from bridgerec.augment.catalog import Catalog
+
+    class TrainOnly:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def pairs(self, split):
+            assert split == "train", f"the catalog read the {split} split"
+            return self.inner.pairs(split)
+
+        def frame(self, split, *args, **kwargs):
+            assert split == "train", f"the catalog read the {split} split"
+            return self.inner.frame(split, *args, **kwargs)
+
+    cat = Catalog.from_dataset(TrainOnly(dataset))
+    train = _train(dataset)
+    assert all(set(cat.train_items(u).tolist()) == its for u, its in train.items())

@@ -1,10 +1,9 @@
 """What prompts may show: item texts and the TRAINING histories of users, in compact arrays.
 
 A :class:`Catalog` is built once on the driver from the dataset directory and shipped to Ray Data
-workers through the object store. It holds only the ``train`` split, so a prompt rendered from it
-cannot mention a validation or test interaction; the held-out items of each user are kept apart
-(:attr:`Catalog.seen_indptr` / :attr:`Catalog.seen_iids`, every split) only to exclude them from
-sampled candidates.
+workers through the object store. It holds only the ``train`` split and the item texts: a prompt
+rendered from it cannot mention a validation or test interaction, and candidates sampled with it
+cannot depend on the held-out splits either way (neither avoid nor favour a held-out item).
 """
 
 from __future__ import annotations
@@ -35,8 +34,6 @@ class Catalog:
     indptr: np.ndarray  # (U + 1,) train history offsets
     hist_iids: np.ndarray  # (E_train,) items, chronological per user
     hist_ratings: np.ndarray  # (E_train,) float
-    seen_indptr: np.ndarray  # (U + 1,) offsets into seen_iids
-    seen_iids: np.ndarray  # (E_all,) items of every split, per user (sorted)
 
     @classmethod
     def from_dataset(cls, dataset) -> "Catalog":
@@ -47,17 +44,8 @@ class Catalog:
         uids = train["uid"].to_numpy(np.int64)
         indptr, (iids, ratings) = csr_by_user(uids, n_u, train["iid"].to_numpy(np.int64),
                                               train["rating"].to_numpy(np.float64))
-        seen_u, seen_i = [], []
-        for split in ("train", "valid", "test"):
-            u, i = dataset.pairs(split)
-            seen_u.append(u)
-            seen_i.append(i)
-        su, si = np.concatenate(seen_u), np.concatenate(seen_i)
-        order = np.lexsort((si, su))
-        seen_indptr, (seen_iids,) = csr_by_user(su[order], n_u, si[order])
         texts = items["text"].where(items["text"].notna(), "").astype(str).to_numpy(object)
-        return cls(n_u, n_i, items["title"].astype(str).to_numpy(object), texts, indptr, iids, ratings,
-                   seen_indptr, seen_iids)
+        return cls(n_u, n_i, items["title"].astype(str).to_numpy(object), texts, indptr, iids, ratings)
 
     # -- per user ---------------------------------------------------------------------------
     def train_items(self, uid: int) -> np.ndarray:
@@ -65,10 +53,6 @@ class Catalog:
 
     def n_train(self, uid: int) -> int:
         return int(self.indptr[uid + 1] - self.indptr[uid])
-
-    def seen_items(self, uid: int) -> np.ndarray:
-        """Items of the user in any split (excluded from sampled candidates)."""
-        return self.seen_iids[self.seen_indptr[uid]:self.seen_indptr[uid + 1]]
 
     def history(self, uid: int, max_n: int, with_rating: bool = True) -> list[ItemView]:
         """The user's most recent ``max_n`` training items, oldest first."""

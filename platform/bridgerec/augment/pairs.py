@@ -1,9 +1,12 @@
 """Llama4Rec data augmentation: preference pairs for sparse users.
 
 For every user with at most ``augment.pairs.sparse_max_train`` training interactions, sample
-``pairs_per_user`` pairs of items the user never interacted with in ANY split (so a held-out item
-can never become a synthetic positive), show the user's training history and ask the LLM which
-of the two the user prefers. Decoding is restricted to the answer tokens ``A``/``B``
+``pairs_per_user`` pairs of catalog items outside the user's TRAINING items, show the user's
+training history and ask the LLM which of the two the user prefers. The candidates know nothing
+of the validation and test splits: excluding the held-out items (as this stage once did) would
+tell the domain model that every synthetic negative is not a test item, and including them on
+purpose would leak them; sampled from the training-visible catalog, a held-out item is a
+candidate exactly as often as any other unseen item. Decoding is restricted to the answer tokens ``A``/``B``
 (``allowed_token_ids``), so every generation is a valid answer with either engine.
 
 Output columns: ``uid``, ``pos_iid`` (the preferred item), ``neg_iid``, ``answer``, ``prompt``,
@@ -68,7 +71,7 @@ class PairsStage(LLMStage):
             n = cat.n_train(int(uid))
             if n == 0 or n > p.sparse_max_train:
                 continue
-            free = np.setdiff1d(pool, cat.seen_items(int(uid)), assume_unique=False)
+            free = np.setdiff1d(pool, cat.train_items(int(uid)), assume_unique=False)
             if len(free) < 2:
                 continue
             for j in range(p.pairs_per_user):
