@@ -352,7 +352,7 @@ def _bdlm_row(args, file: str, seed: int, name: str, extra: list[str], data: Dat
         sizes.append(f"{name}: {cfg.llm.model}, {cfg.train.epochs} epoch(s), batch {cfg.train.batch_size} x "
                      f"{cfg.train.num_workers} workers ({cfg.train.strategy}"
                      + (f" ZeRO-{cfg.train.zero_stage}" if cfg.train.strategy == "deepspeed" else "") + "), "
-                     (f"{b.llm_samples} prompt(s) per step" if b.llm_samples else "every event's prompt") + " through the LLM, "
+                     + (f"{b.llm_samples} prompt(s) per step" if b.llm_samples else "every event's prompt") + " through the LLM, "
                      f"prompts <= {b.max_length} tokens "
                      f"(history {b.history_len}), gamma {b.gamma:g}, llm_lr {b.llm_lr}, lr {cfg.train.lr}")
     return record
