@@ -279,7 +279,7 @@ def test_title_task_targets_the_events_item_title(ray_session, session_dir, doma
         target = tok.decode(row[len(row) - t:-1]).strip()
         assert f'"{titles[i]}"'.startswith(target), (target, titles[i])
     loss = model(batch)["llm"]
-    assert math.isfinite(float(loss)) and float(loss) > 0
+    assert math.isfinite(float(loss.detach())) and float(loss.detach()) > 0
     loss.backward()
     lora = [p for n, p in model.llm.named_parameters() if p.requires_grad]
     assert sum(float(p.grad.abs().sum()) for p in lora) > 0
