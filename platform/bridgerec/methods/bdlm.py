@@ -224,13 +224,13 @@ class _PromptStage:
                                       self.max_length, self.version, self.ids))
             if self.title_max_tokens:
                 targets.append(title_tokens(tok, chat, i, titles, self.title_max_tokens))
-        if not self.title_max_tokens:
-            ids, lens = _left_pad(rows, self.max_length, tok.pad_token_id)
-            return {**batch, "prompt_ids": ids, "prompt_len": lens}
-        ids, lens = _left_pad([p + t for p, t in zip(rows, targets)], self.max_length + self.title_max_tokens,
+        extra = self.title_max_tokens or 0  # the title after the prompt (llm_task: title), else nothing
+        ids, lens = _left_pad([p + t for p, t in zip(rows, targets)] if extra else rows, self.max_length + extra,
                               tok.pad_token_id)
-        return {**batch, "prompt_ids": ids, "prompt_len": lens,
-                "target_len": np.array([len(t) for t in targets], dtype=np.int64)}
+        out = {**batch, "prompt_ids": ids, "prompt_len": lens}
+        if extra:
+            out["target_len"] = np.array([len(t) for t in targets], dtype=np.int64)
+        return out
 
 
 def _chat(cfg, backbone) -> Any:
