@@ -26,20 +26,9 @@ import pyarrow as pa
 from bridgerec.augment._llm_stage import resolve
 from bridgerec.augment.base import Stage
 from bridgerec.llm.prompts import ranking_prompt
+from bridgerec.methods.llama4rec_data import similar_users, top_n
 
 __all__ = ["PromptAugStage", "similar_users", "domain_topk"]
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def similar_users(user_emb: np.ndarray, uids: np.ndarray, n: int) -> np.ndarray:
-    """(len(uids), n) most similar users by cosine, the user itself excluded (ties by id)."""
-    u = _normalize(user_emb)
-    sims = u[uids] @ u.T  # (B, U)
-    sims[np.arange(len(uids)), uids] = -np.inf
-    return _topn(sims, n)
 
 
 def domain_topk(user_emb: np.ndarray, item_emb: np.ndarray, uids: np.ndarray, catalog: Any, k: int
@@ -48,15 +37,8 @@ def domain_topk(user_emb: np.ndarray, item_emb: np.ndarray, uids: np.ndarray, ca
     scores = user_emb[uids] @ item_emb.T  # (B, I)
     for row, uid in enumerate(uids):
         scores[row, catalog.train_items(int(uid))] = -np.inf
-    top = _topn(scores, k)
+    top = top_n(scores, k)
     return top, np.take_along_axis(scores, top, axis=1)
-
-
-def _topn(scores: np.ndarray, n: int) -> np.ndarray:
-    n = min(n, scores.shape[1])
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < scores.shape[1] else np.tile(np.arange(n), (len(scores), 1))
-    order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
-    return np.take_along_axis(part, order, axis=1)
 
 
 def _records(batch: pd.DataFrame, catalog: Any, user_emb: Any, item_emb: Any, version: str, n_similar: int,

@@ -41,6 +41,7 @@ __all__ = [
     "next_item_target",
     "parse_next_item",
     "ranking_prompt",
+    "ranking_target",
     "pair_preference_prompt",
     "PAIR_CHOICES",
     "attribute_prompt",
@@ -293,6 +294,12 @@ def ranking_prompt(history: Sequence[ItemView], candidates: Sequence[ItemView], 
                                                 candidates=cands)
     iids = tuple(int(x.iid) for x in (*history, *similar, *hint, *candidates))
     return Prompt(text, "ranking", version, iids)
+
+
+def ranking_target(order: Sequence[int]) -> str:
+    """Listwise answer: the 1-based candidate numbers in order after one space (" 3, 1, 2"); the
+    inverse is :func:`bridgerec.methods.llama4rec_core.parse_ranking`."""
+    return " " + ", ".join(str(int(k)) for k in order)
 
 
 def pair_preference_prompt(history: Sequence[ItemView], item_a: ItemView, item_b: ItemView, *,

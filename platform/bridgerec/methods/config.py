@@ -13,7 +13,8 @@ from pydantic import model_validator
 
 from bridgerec._config_base import Section
 
-__all__ = ["MethodConfig", "SemanticInputConfig", "RLMRecConfig", "DaRecConfig", "BIGRecConfig", "BDLMConfig"]
+__all__ = ["MethodConfig", "SemanticInputConfig", "RLMRecConfig", "DaRecConfig", "BIGRecConfig", "BDLMConfig",
+           "Llama4RecConfig"]
 
 
 class SemanticInputConfig(Section):
@@ -204,13 +205,68 @@ class BDLMConfig(Section):
         return self
 
 
+class Llama4RecConfig(Section):
+    domain_run: Optional[str] = None
+    """The trained domain model whose top candidates the LLM reranks (and whose user embeddings
+    find the similar users): `runs:/<run id>/model` or `models:/NAME@alias` of a `bridgerec train`
+    run on the same dataset, its `model/` directory, or an .npz with `user_emb` and `item_emb`.
+    Required. Its user vectors must not read held-out items (MF and LightGCN)."""
+    train_samples: Optional[int] = 256
+    """Listwise instruction examples: N sampled users with >= 2 training items, each with its last
+    training item as the target; None = every such user."""
+    n_candidates: int = 10
+    """Candidates per prompt (the domain model's top items; the paper ranks at most ~10)."""
+    history_len: int = 10
+    """Most recent items of the user a prompt shows."""
+    prompt_aug: bool = True
+    """Prompt augmentation: the similar users' recent items and the domain model's order of the
+    candidates as a hint; False = the ablation "without prompt augmentation"."""
+    n_similar: int = 2
+    """Similar users (cosine of the domain user embeddings) whose items a prompt shows."""
+    similar_history: int = 3
+    """Most recent training items shown per similar user."""
+    max_prompt_tokens: int = 320
+    """Token budget of one prompt: the oldest history and similar-user items, then the hint, are
+    dropped until it fits (the candidates always stay)."""
+    max_new_tokens: int = 40
+    """Most tokens of a generated ranking (numbers and commas)."""
+    aggregation: Literal["adaptive", "fixed", "llm", "domain"] = "adaptive"
+    """How the final order of the candidates is made: `adaptive` = Llama4Rec's per-user α_u from
+    the long-tail coefficient (α1, α2 chosen on validation); `fixed` = one α for every user (the
+    ablation "without adaptive aggregation", chosen on validation); `llm` = the LLM's order alone
+    (α = 1: "instruction tuning alone"); `domain` = the domain model's order (α = 0)."""
+    alpha_grid: list[float] = [0.1, 0.3, 0.5, 0.7, 0.9]
+    """Values searched for α1 and α2 (`adaptive`) or α (`fixed`) on the VALIDATION split, by
+    train.select_metric."""
+    select_metric: str = "ndcg@5"
+    """The validation metric α is chosen by (`<metric>@<K>`, K in eval.ks; a K within the
+    candidate list, since only the candidates' order changes)."""
+    tune: bool = True
+    """LoRA-tune the LLM on the instruction examples (llm.lora.*, train.*); False = rank with the
+    base backbone (zero-shot)."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "Llama4RecConfig":
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ValueError("method.llama4rec.train_samples must be >= 1 or null (every user)")
+        if not 2 <= self.n_candidates <= 50:
+            raise ValueError("method.llama4rec.n_candidates must be in [2, 50]")
+        if self.history_len < 1 or self.n_similar < 0 or self.similar_history < 0:
+            raise ValueError("method.llama4rec.history_len must be >= 1, n_similar and similar_history >= 0")
+        if self.max_prompt_tokens < 16 or self.max_new_tokens < 1:
+            raise ValueError("method.llama4rec.max_prompt_tokens must be >= 16 and max_new_tokens >= 1")
+        if not self.alpha_grid or any(not 0.0 <= a < 1.0 for a in self.alpha_grid):
+            raise ValueError("method.llama4rec.alpha_grid must be a non-empty list of values in [0, 1)")
+        return self
+
+
 class MethodConfig(Section):
     name: str = "base"
     """Method plugin (see `bridgerec methods`): base, rlmrec-con, rlmrec-gen, darec, ..."""
     loss_weights: dict[str, float] = {}
     """Weight per named loss (e.g. {align: 0.1}); a loss not listed has weight 1. Names: base: rec;
     rlmrec-con: rec, align; rlmrec-gen: rec, recon; darec: rec, rec_shared, orth, shared, global, local;
-    bigrec: sft (the LLM's next-title loss); bdlm: rec, rec_llm, llm, mutual_llm, mutual_domain."""
+    bigrec, llama4rec: sft (the LLM's instruction loss); bdlm: rec, rec_llm, llm, mutual_llm, mutual_domain."""
     semantic: SemanticInputConfig = SemanticInputConfig()
     """Where the LLM-side embeddings of the alignment methods (rlmrec-*, darec) come from."""
     rlmrec: RLMRecConfig = RLMRecConfig()
@@ -223,3 +279,6 @@ class MethodConfig(Section):
     bdlm: BDLMConfig = BDLMConfig()
     """BDLM (arXiv 2311.03778) settings: the LLM (entity tokens preloaded from the domain model, LoRA:
     llm.lora.*, llm.entity_tokens.*) and the domain model trained jointly by deep mutual learning."""
+    llama4rec: Llama4RecConfig = Llama4RecConfig()
+    """Llama4Rec (arXiv 2401.13870) settings: the LLM is LoRA-tuned (llm.lora.*, train.*) to rank the
+    domain model's candidates listwise; the two orders are blended per user by α_u."""

@@ -32,6 +32,7 @@ METHODS: Registry = Registry(
         "darec": "bridgerec.methods.darec:DaRec",
         "bigrec": "bridgerec.methods.bigrec:BIGRec",
         "bdlm": "bridgerec.methods.bdlm:BDLM",
+        "llama4rec": "bridgerec.methods.llama4rec:Llama4Rec",
     },
     check=_adopt,
 )

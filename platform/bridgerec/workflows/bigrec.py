@@ -35,7 +35,7 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
 from bridgerec.methods.bigrec_core import Validity, generation_validity, next_item_examples, popularity_prior, select_gamma
 
-__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "export_bigrec", "summary_lines"]
+__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "export_bigrec", "summary_lines", "load_domain_run"]
 
 
 @dataclass
@@ -117,27 +117,32 @@ def _generate(cfg: Config, data: DatasetDir, engine, chat, titles, split: str):
 
 
 def _domain_embeddings(cfg: Config, data: DatasetDir, log) -> tuple[np.ndarray, np.ndarray]:
-    """(user, item) embeddings of ``method.bigrec.domain_run``, checked against the dataset (same
-    users and items) and refused when the user vectors read held-out items (a sequence model's
-    exported users are conditioned on the whole history: they would leak the test item)."""
+    users, items = load_domain_run(cfg, data, cfg.method.bigrec.domain_run, "method.bigrec.domain_run")
+    log(f"[bigrec] reweighting by the domain model's scores ({cfg.method.bigrec.domain_run}: {users.shape[1]}-d embeddings)")
+    return users, items
+
+
+def load_domain_run(cfg: Config, data: DatasetDir, src: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) embeddings of the domain run ``src`` (config key ``key``), checked against the
+    dataset (same users and items) and refused when the user vectors read held-out items (a
+    sequence model's exported users are conditioned on the whole history: they would leak the
+    test item)."""
     from bridgerec.models.pretrained import load_domain_embeddings, local_model_source
     from bridgerec.config import ConfigError
     from bridgerec.models.snapshot import read_description
 
-    src = cfg.method.bigrec.domain_run
     local = local_model_source(src, cfg.tracking_uri())  # (downloaded once: the description is read beside it)
     try:
-        users, items = load_domain_embeddings(local, key="method.bigrec.domain_run")
+        users, items = load_domain_embeddings(local, key=key)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from e
     if users.shape[0] != data.n_users or items.shape[0] != data.n_items:
-        raise ConfigError(f"method.bigrec.domain_run={src}: {users.shape[0]} users x {items.shape[0]} items, but the "
+        raise ConfigError(f"{key}={src}: {users.shape[0]} users x {items.shape[0]} items, but the "
                           f"dataset has {data.n_users} x {data.n_items} (a run on another dataset?)")
     desc = read_description(local) if os.path.isdir(local) else None
     if desc and desc.get("conditions_on_history"):
-        raise ConfigError(f"method.bigrec.domain_run={src}: a sequence model ({desc.get('model', {}).get('name')}); its "
+        raise ConfigError(f"{key}={src}: a sequence model ({desc.get('model', {}).get('name')}); its "
                           "exported user vectors read every known item, test included; use MF or LightGCN")
-    log(f"[bigrec] reweighting by the domain model's scores ({src}: {users.shape[1]}-d embeddings)")
     return users, items
 
 
