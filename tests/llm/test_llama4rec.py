@@ -201,3 +201,26 @@ def test_aggregation_is_chosen_on_validation_and_reported_beside_both_orders(out
 
     text = "\n".join(summary_lines(res, l4r_cfg))
     assert "known items masked" in text and "prompts/s" in text and "parsed" in text
+
+
+@pytest.mark.slow
+def test_the_export_holds_the_adapter_the_alpha_rule_and_the_prompt_settings(outcome, l4r_cfg, tmp_path):
+    import json
+    import os
+
+    from bridgerec.methods.llama4rec_core import AlphaRule
+    from bridgerec.workflows.llama4rec import export_llama4rec
+
+    res, _ = outcome
+    out = export_llama4rec(res, l4r_cfg, str(tmp_path / "export"))
+    assert os.path.exists(os.path.join(out, "adapter", "adapter_config.json"))
+    with open(os.path.join(out, "llama4rec.json")) as fh:
+        exported = json.load(fh)
+    rule = AlphaRule(**exported["alpha_rule"])
+    assert (rule.alpha1, rule.alpha2) == (res.choice["alpha1"], res.choice["alpha2"])
+    # the exported rule gives the alphas the run used
+    from bridgerec.workflows.llama4rec import alphas_for
+
+    uids = res.rankings["test"].uids
+    assert np.allclose(rule.alpha(res.n_train[uids]), alphas_for(res.choice, uids, res.n_train))
+    assert exported["serving"]["n_candidates"] == 5 and exported["serving"]["prompt_aug"] is True

@@ -12,8 +12,8 @@ from bridgerec.tuning import check_space, load_space
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = {"base": "lightgcn_synthetic", "rlmrec-con": "rlmrec_con_lightgcn_synthetic",
            "rlmrec-gen": "rlmrec_gen_lightgcn_synthetic", "darec": "darec_lightgcn_synthetic",
-           "bigrec": "bigrec_tiny_synthetic"}
-LLM_METHODS = {"bigrec"}  # a trial reports once: fifo, and fewer (longer) trials
+           "bigrec": "bigrec_tiny_synthetic", "llama4rec": "llama4rec_tiny_synthetic"}
+LLM_METHODS = {"bigrec", "llama4rec"}  # a trial reports once: fifo, and fewer (longer) trials
 
 
 @pytest.mark.parametrize("method", sorted(SHIPPED))

@@ -35,7 +35,8 @@ from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
 
-__all__ = ["Llama4RecResult", "run_llama4rec", "log_llama4rec", "summary_lines", "instruction_prompts", "heldout"]
+__all__ = ["Llama4RecResult", "run_llama4rec", "log_llama4rec", "summary_lines", "instruction_prompts", "heldout",
+           "export_llama4rec"]
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Llama4RecResult:
     sft: dict
     adapter_dir: Optional[str]
     n_examples: int = 0
+    n_train: Optional[np.ndarray] = None  # every user's training-interaction count (α_u's input)
 
 
 def _check(cfg: Config) -> None:
@@ -242,11 +244,40 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
         t_domain = _evaluate(method, data, cfg, "test", ranked["test"], {"aggregation": "domain", "alpha": 0.0}, n_train)
         t_llm = _evaluate(method, data, cfg, "test", ranked["test"], {"aggregation": "llm", "alpha": 1.0}, n_train)
         tested = _evaluate(method, data, cfg, "test", ranked["test"], best_setting, n_train)
-    return Llama4RecResult(tested, t_domain, t_llm, best, best_setting, table, ranked, sft_record, adapter_dir, n_examples)
+    return Llama4RecResult(tested, t_domain, t_llm, best, best_setting, table, ranked, sft_record, adapter_dir, n_examples,
+                           n_train)
+
+
+def export_llama4rec(res: Llama4RecResult, cfg: Config, out_dir: str) -> str:
+    """The run's export in ``out_dir`` (logged as the run's ``llama4rec/`` artifacts): the adapter
+    (``adapter/``, when one was tuned) and ``llama4rec.json``: the chosen aggregation, its
+    validation search, the training counts' long-tail range (α_u of any user follows from them) and
+    the prompt settings a serving path needs to rebuild the same prompts."""
+    import json
+
+    from bridgerec.methods.llama4rec_core import AlphaRule
+
+    os.makedirs(out_dir, exist_ok=True)
+    if res.adapter_dir:
+        shutil.copytree(res.adapter_dir, os.path.join(out_dir, "adapter"), dirs_exist_ok=True)
+    c = cfg.method.llama4rec
+    rule = None
+    if res.choice["aggregation"] == "adaptive" and res.n_train is not None:
+        r = AlphaRule.from_counts(res.n_train, res.choice["alpha1"], res.choice["alpha2"])
+        rule = {"alpha1": r.alpha1, "alpha2": r.alpha2, "ell_min": r.ell_min, "ell_max": r.ell_max}
+    with open(os.path.join(out_dir, "llama4rec.json"), "w") as fh:
+        json.dump({"choice": res.choice, "table": res.table, "alpha_rule": rule, "sft_history": res.sft["history"],
+                   "serving": {"backbone": cfg.llm.model, "chat_template": cfg.llm.chat_template,
+                               "prompt_version": cfg.llm.prompt_version, "domain_run": c.domain_run,
+                               **c.model_dump(include={"n_candidates", "history_len", "prompt_aug", "n_similar",
+                                                       "similar_history", "max_prompt_tokens", "max_new_tokens"})}},
+                  fh, indent=2)
+    return out_dir
 
 
 def log_llama4rec(res: Llama4RecResult, cfg: Config) -> None:
-    """Into the active MLflow run: the three test rows, the chosen α setting, parse rates and throughput."""
+    """Into the active MLflow run: the three test rows, the chosen α setting, parse rates and
+    throughput, and the export (:func:`export_llama4rec`) as ``llama4rec/``."""
     import mlflow
 
     from bridgerec.tracking import log_eval
@@ -263,6 +294,11 @@ def log_llama4rec(res: Llama4RecResult, cfg: Config) -> None:
         **{f"ranking_{s}_parse_rate": r.parse_rate for s, r in res.rankings.items()},
         **{f"ranking_{s}_prompts_per_s": r.prompts_per_s for s, r in res.rankings.items()},
     })
+    d = tempfile.mkdtemp(prefix="bridgerec-llama4rec-")
+    try:
+        mlflow.log_artifacts(export_llama4rec(res, cfg, d), "llama4rec")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def summary_lines(res: Llama4RecResult, cfg: Config) -> list[str]:

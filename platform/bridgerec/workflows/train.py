@@ -63,36 +63,26 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
         return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir, model_uri)
 
 
-def _llm_workflow(name: str):
-    """(run, log, summary lines, extra test rows) of a method that tunes the LLM."""
-    if name == "llama4rec":
-        from bridgerec.workflows import llama4rec as wf
-
-        return (wf.run_llama4rec, wf.log_llama4rec, wf.summary_lines,
-                lambda res: {"domain order (alpha 0)": res.test_domain, "LLM order (alpha 1)": res.test_llm})
-    from bridgerec.workflows import bigrec as wf
-
-    return wf.run_bigrec, wf.log_bigrec, wf.summary_lines, lambda res: {f"{name} gamma 0": res.test_grounding}
-
-
 def _train_llm_method(cfg: Config, data: DatasetDir, baseline: EvalResult, t0: float, log=say) -> RunSummary:
     """A method that tunes the LLM (``bigrec``, ``llama4rec``): its own workflow, logged into one MLflow run."""
-    run, log_run, summary_lines, rows = _llm_workflow(cfg.method.name)
+    from bridgerec.workflows.llm_methods import llm_workflow
+
+    wf = llm_workflow(cfg.method.name)
 
     def summary(res, run_id: str | None, uri: str) -> RunSummary:
         return RunSummary(run_id, uri, res.test, baseline, data, time.time() - t0, res.adapter_dir,
-                          rows=rows(res), notes=summary_lines(res, cfg))
+                          rows=wf.test_rows(res), notes=wf.summary_lines(res, cfg))
 
     if not cfg.tracking.enabled:
-        return summary(run(cfg, data, log), None, "")
+        return summary(wf.run(cfg, data, log), None, "")
     if cfg.tracking.registered_model:
         log(f"[mlflow] tracking.registered_model is set, but a {cfg.method.name} run logs no recommender model: nothing "
             "is registered (serve a domain model's bundle with this run's adapter; README)")
     with mlflow_run(cfg, data) as (run_id, uri):
         log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
-        res = run(cfg, data, log)
+        res = wf.run(cfg, data, log)
         log_eval(baseline, "baseline_popularity_test_")
-        log_run(res, cfg)
+        wf.log(res, cfg)
         return summary(res, run_id, uri)
 
 

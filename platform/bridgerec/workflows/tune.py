@@ -10,7 +10,7 @@ best trial's best checkpoint is evaluated on the test split, logged as a servabl
 child run (registered when ``tracking.registered_model`` is set, with no alias) and linked from
 the parent; the other trials are never tested.
 
-Methods that tune the LLM (``bigrec``) sweep the same way with one difference: a trial tunes its
+Methods that tune the LLM (``bigrec``, ``llama4rec``; :mod:`bridgerec.workflows.llm_methods`) sweep the same way with one difference: a trial tunes its
 LoRA adapter, writes and grounds the validation users' titles, picks gamma on validation and
 reports once (so the scheduler must be ``fifo``: ASHA has no epochs to compare); the chosen
 trial's adapter then writes the test users' titles, and its test metrics go to its child run and
@@ -111,15 +111,15 @@ def _llm_trial(params: dict[str, Any], context: dict[str, Any]) -> None:
     import mlflow
     from ray import tune
 
-    from bridgerec.workflows.bigrec import log_bigrec, run_bigrec
+    from bridgerec.workflows.llm_methods import llm_workflow
 
     with _trial_run(params, context) as (cfg, data, _, _):
-        res = run_bigrec(cfg, data, log=console.detail, test=False)
-        log_bigrec(res, cfg)
+        wf = llm_workflow(cfg.method.name)
+        res = wf.run(cfg, data, log=console.detail, test=False)
+        wf.log(res, cfg)
         value = res.valid.flat()[valid_metric_key(cfg).removeprefix("valid_")]
         mlflow.set_tags({TRIAL_STATE_TAG: "completed", "checkpoint_dir": res.adapter_dir})
-        tune.report({valid_metric_key(cfg): value, "epoch": 1, "bigrec_gamma": res.gamma,
-                     "checkpoint_path": res.adapter_dir})
+        tune.report({valid_metric_key(cfg): value, "epoch": 1, **wf.trial_report(res), "checkpoint_path": res.adapter_dir})
 
 
 # ----------------------------------------------------------------------------------- the driver
@@ -264,24 +264,25 @@ def _best_trial(results, metric: str):
 
 def _test_llm_trial(cfg: Config, data: DatasetDir, best, adapter_dir: str, run_id: str | None,
                     baseline: EvalResult, sweep: str, log) -> tuple[EvalResult, str]:
-    """The chosen trial of an LLM method on the test split: its adapter writes the test users'
-    titles, grounded with the gamma it chose on validation; the metrics go to its child run.
+    """The chosen trial of an LLM method on the test split, with what it chose on validation (bigrec:
+    its gamma; llama4rec: its alpha, chosen again identically); the metrics go to its child run.
     Returns (test metrics, the adapter's URI in MLflow)."""
     import mlflow
 
-    from bridgerec.workflows.bigrec import run_bigrec
+    from bridgerec.workflows.llm_methods import llm_workflow
 
-    cfg.method.bigrec.gamma = float(best.metrics.get("bigrec_gamma", 0.0))
-    res = run_bigrec(cfg, data, log=log, adapter_dir=adapter_dir)
+    wf = llm_workflow(cfg.method.name)
+    wf.fix_choice(cfg, best.metrics)
+    res = wf.run(cfg, data, log=log, adapter_dir=adapter_dir)
     if cfg.tracking.registered_model:
         log(f"[tune] tracking.registered_model is set, but a {cfg.method.name} trial logs no recommender model: "
             "nothing is registered")
     with mlflow.start_run(run_id=run_id, nested=True):
-        log_eval(res.test, "test_")
-        log_eval(res.test_grounding, "test_grounding_only_")
+        for prefix, result in wf.test_logs(res).items():
+            log_eval(result, prefix)
         log_eval(baseline, "baseline_popularity_test_")
         mlflow.set_tag("bridgerec.best_of_sweep", sweep)
-    return res.test, f"runs:/{run_id}/bigrec/adapter"
+    return res.test, f"runs:/{run_id}/{wf.adapter_artifact}"
 
 
 def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | None = None,
