@@ -1,6 +1,7 @@
 """Run: python jobs/bench/methods.py [--preset small] [--seeds 3] [--epochs N] [--sources item_text,profiles] [--out bench_results/methods.md] [--override k=v ...]
      python jobs/bench/methods.py --suite bigrec [--bigrec tiny,smollm2] [--bigrec-seeds 3] [--out bench_results/bigrec.md]
      python jobs/bench/methods.py --suite bdlm [--bdlm tiny,smollm2] [--bdlm-domains lightgcn,mf] [--seeds 3] [--out bench_results/bdlm.md]
+     python jobs/bench/methods.py --suite llama4rec [--llama4rec tiny,smollm2] [--seeds 3] [--out bench_results/llama4rec.md]
 
 Benchmark of the representation-alignment methods against the domain model alone, on LightGCN.
 
@@ -43,6 +44,9 @@ domain model, no mutual learning, nothing pre-trained, and the title task instea
 Columns: HR@1/5/10, NDCG@10/20, Recall@20, tail
 HR@10 and NDCG@20, cold-item Recall@20, seconds per training epoch, samples/s and peak memory per
 Ray Train worker. Same protocol (test split, full ranking, known items masked).
+
+``--suite llama4rec``: Llama4Rec reranking LightGCN's candidates, with its ablations; see
+``jobs/bench/methods_llama4rec.py``.
 """
 
 from __future__ import annotations
@@ -445,9 +449,13 @@ def main() -> None:
     p.add_argument("--work-dir", default="bridgerec_work", help="work dir (datasets, Ray results)")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run (e.g. train.strategy=deepspeed)")
     p.add_argument("--out", default="bench_results/methods.md", help="markdown output path")
-    p.add_argument("--suite", choices=("alignment", "bigrec", "bdlm"), default="alignment",
+    p.add_argument("--suite", choices=("alignment", "bigrec", "bdlm", "llama4rec"), default="alignment",
                    help="alignment: the representation-alignment methods (default); bigrec: the generative suite; "
-                        "bdlm: BDLM beside its domain models, with ablations")
+                        "bdlm: BDLM beside its domain models, with ablations; llama4rec: Llama4Rec on LightGCN, with ablations")
+    p.add_argument("--llama4rec", type=lambda v: v.split(","), default=["tiny", "smollm2"],
+                   help="llama4rec suite: backbones, comma-separated (tiny, smollm2; the first gets --seeds, the others one)")
+    p.add_argument("--llama4rec-ablations", action=argparse.BooleanOptionalAction, default=True,
+                   help="llama4rec suite: run the ablation rows (default: yes)")
     p.add_argument("--bdlm", type=lambda v: v.split(","), default=["tiny", "smollm2"],
                    help="bdlm suite: backbones, comma-separated (tiny, smollm2; the first gets --seeds, the others one)")
     p.add_argument("--bdlm-domains", type=lambda v: v.split(","), default=["lightgcn", "mf"],
@@ -472,7 +480,7 @@ def main() -> None:
                         "LightGCN's scores instead of popularity")
     p.add_argument("--beams", type=int, default=4, help="bigrec suite: beams per user of the --variants row (default 4)")
     p.add_argument("--throughput-users", type=int, default=200,
-                   help="bigrec suite: validation users for the vLLM vs transformers throughput (0: skip)")
+                   help="bigrec and llama4rec suites: validation users for the vLLM vs transformers throughput (0: skip)")
     args = p.parse_args()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -494,6 +502,16 @@ def main() -> None:
         if bad:
             p.error(f"--bdlm / --bdlm-domains: unknown {bad}; backbones {sorted(BDLM_BACKBONES)}, domains lightgcn, mf")
         bdlm_suite(args, stamp)
+        return
+    if args.suite == "llama4rec":
+        from methods_llama4rec import CONFIGS as L4R_CONFIGS, llama4rec_suite  # (beside this script)
+
+        if args.out == p.get_default("out"):
+            args.out = "bench_results/llama4rec.md"
+        bad = [b for b in args.llama4rec if b not in L4R_CONFIGS]
+        if bad:
+            p.error(f"--llama4rec: unknown backbone(s) {bad}; choose from {sorted(L4R_CONFIGS)}")
+        llama4rec_suite(args, stamp, run, fit_batch_size)
         return
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
     counts = data.manifest["counts"]
