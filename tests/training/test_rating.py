@@ -26,6 +26,6 @@ def test_mf_rating_beats_the_global_mean_on_ray_train(session_dir, tiny_dataset)
     pred, true = rating_predictions(res.model.predict_ratings, data, "test")
     assert pred.min() >= 1.0 and pred.max() <= 5.0  # clipped to the scale seen in training
     model, base = rating_metrics(pred, true), global_mean_ratings(data, "test")
-    # measured: RMSE MEASURED_MODEL vs global mean MEASURED_BASE
+    # measured (seed 0, 2 CPU workers): RMSE 1.2929 vs global mean 1.3379 (0.966x), MAE 1.0337 vs 1.1445
     assert model["rmse"] < 0.99 * base["rmse"], (model, base)
     assert model["mae"] < base["mae"], (model, base)
