@@ -35,7 +35,7 @@ from bridgerec.data.config import (
 )
 from bridgerec.data.sources import SOURCES
 from bridgerec.evaluation.config import EvalConfig
-from bridgerec.evaluation.metrics import METRIC_NAMES
+from bridgerec.evaluation.metrics import METRIC_NAMES, RATING_METRIC_NAMES
 from bridgerec.llm.config import EncoderConfig, LLMConfig
 from bridgerec.llm.engine import ENGINES
 from bridgerec.methods.config import MethodConfig
@@ -113,7 +113,9 @@ class TrainConfig(_Section):
     patience: int = 3
     """Early stopping: stop after this many validations without improving the metric (0 disables)."""
     select_metric: str = "recall@20"
-    """Validation metric that picks the best checkpoint and drives early stopping."""
+    """Validation metric that picks the best checkpoint and drives early stopping: a ranking
+    metric <metric>@<K> (higher is better; K in eval.ks), or rmse / mae (lower is better; needs
+    model.objective=rating). Left unset under model.objective=rating it is rmse."""
     keep_checkpoints: int = 2
     """Keep the best N checkpoints by the validation metric."""
     max_failures: int = 1
@@ -261,11 +263,20 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _select_metric_is_evaluated(self) -> "Config":
+        rating = self.model.objective == "rating"
+        if rating and "select_metric" not in self.train.model_fields_set:
+            self.train.select_metric = "rmse"  # a rating model is chosen by its rating error unless told otherwise
+        if self.train.select_metric in RATING_METRIC_NAMES:
+            if not rating:
+                raise ValueError(f"train.select_metric: {self.train.select_metric!r} is a rating metric and needs "
+                                 f"model.objective=rating (got {self.model.objective!r}); pick a ranking metric such as recall@20")
+            return self
         name, _, k = self.train.select_metric.partition("@")
         if name not in METRIC_NAMES or not k.isdigit():
             raise ValueError(
                 f"train.select_metric: {self.train.select_metric!r} is not <metric>@<K>; "
-                f"metrics: {', '.join(METRIC_NAMES)} (e.g. recall@20)"
+                f"metrics: {', '.join(METRIC_NAMES)} (e.g. recall@20), or {' / '.join(RATING_METRIC_NAMES)} "
+                "under model.objective=rating"
             )
         if int(k) not in self.eval.ks:
             raise ValueError(

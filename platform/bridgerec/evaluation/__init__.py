@@ -1,4 +1,5 @@
-"""Offline evaluation: per-user top-K metrics, full and sampled ranking protocols, and slices.
+"""Offline evaluation: per-user top-K metrics, full and sampled ranking protocols, and slices;
+RMSE/MAE of rating predictions beside the global-mean baseline.
 
 Names resolve lazily (PEP 562): importing :mod:`bridgerec.evaluation.config` or
 :mod:`bridgerec.evaluation.metrics` (as the root config does) does not import torch.
@@ -20,7 +21,13 @@ _EXPORTS = {
     "mlflow_metric_name": "evaluator",
     "popularity_scores": "evaluator",
     "sampled_ranking": "evaluator",
+    "evaluate_ratings": "ratings",
+    "global_mean_ratings": "ratings",
+    "rating_predictions": "ratings",
+    "train_mean_rating": "ratings",
     "METRIC_NAMES": "metrics",
+    "RATING_METRIC_NAMES": "metrics",
+    "rating_metrics": "metrics",
     "compute_metrics": "metrics",
     "hit_rate": "metrics",
     "metric_key": "metrics",

@@ -30,6 +30,8 @@ __all__ = [
     "mrr",
     "precision",
     "compute_metrics",
+    "RATING_METRIC_NAMES",
+    "rating_metrics",
 ]
 
 #: Metric names in the order :func:`compute_metrics` reports them.
@@ -173,3 +175,24 @@ def compute_metrics(
     for name in names:
         out.update(_METRIC_FNS[name](hits, n_relevant, ks))
     return out
+
+
+#: Rating-prediction metrics (lower is better), in the order :func:`rating_metrics` reports them.
+RATING_METRIC_NAMES: tuple[str, ...] = ("rmse", "mae")
+
+
+def rating_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    r"""RMSE and MAE of predicted against true ratings (1-D arrays of the same length, >= 1 pair).
+
+    :math:`\mathrm{RMSE} = \sqrt{\frac{1}{n}\sum_j (\hat r_j - r_j)^2}`,
+    :math:`\mathrm{MAE} = \frac{1}{n}\sum_j |\hat r_j - r_j|`.
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if pred.ndim != 1 or pred.shape != true.shape:
+        raise ValueError(f"pred and true must be 1-D of the same length, got {pred.shape} and {true.shape}")
+    if not len(pred):
+        raise ValueError("no (prediction, rating) pairs to evaluate")
+    if not (np.isfinite(pred).all() and np.isfinite(true).all()):
+        raise ValueError("pred and true must be finite")
+    err = pred - true
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}

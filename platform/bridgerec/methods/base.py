@@ -72,6 +72,15 @@ class Method(nn.Module, abc.ABC):
         """The domain model's extra batch entries (see :meth:`DomainModel.batch_inputs`)."""
         return self.domain.batch_inputs(stream)
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """The domain model's :attr:`~bridgerec.models.base.DomainModel.predicts_ratings`."""
+        return self.domain.predicts_ratings
+
+    def predict_ratings(self, uids: torch.Tensor, iids: torch.Tensor) -> torch.Tensor:
+        """The domain model's rating predictions (see :meth:`DomainModel.predict_ratings`)."""
+        return self.domain.predict_ratings(uids, iids)
+
     @abc.abstractmethod
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]: ...
 

@@ -23,6 +23,7 @@ _EXPORTS = {
     "MODELS": "registry",
     "build_model": "registry",
     "build_model_for_dataset": "registry",
+    "check_objective": "registry",
     "model_class": "registry",
     "model_names": "registry",
     "register_model": "registry",

@@ -15,6 +15,7 @@ STREAM_COLUMNS = {
     "pos_idx": "int64 (B,): the event's index in its user's time-ordered training history (the order "
                "of :func:`bridgerec.models.histories.histories_for` on the train split), so the items "
                "before it are ``history[:pos_idx]``",
+    "rating": "float32 (B,): the event's explicit rating (the dataset's ``rating`` column)",
 }
 """The columns a model may ask for in :attr:`DomainModel.stream_columns`, and what they hold."""
 
@@ -49,7 +50,22 @@ class DomainModel(nn.Module, abc.ABC):
     stream_columns: ClassVar[tuple[str, ...]] = ()
     """Columns this model needs in each event of the training stream besides ``uid`` and ``iid``.
     The trainer derives the ones it knows (:data:`STREAM_COLUMNS`) and passes them to
-    :meth:`batch_inputs`; it knows no model by name."""
+    :meth:`batch_inputs`; it knows no model by name. A model whose columns depend on its config
+    overrides :meth:`stream_columns_for` and sets this on the instance."""
+    objectives: ClassVar[tuple[str, ...]] = ("ranking",)
+    """The values of ``model.objective`` this model trains for (see
+    :class:`~bridgerec.models.config.ModelConfig`); :func:`~bridgerec.models.registry.build_model`
+    rejects the others."""
+    predicts_ratings: bool = False
+    """True when the model predicts explicit ratings (:meth:`predict_ratings`): the trainer then
+    also validates RMSE/MAE, and reports add them."""
+
+    @classmethod
+    def stream_columns_for(cls, cfg) -> tuple[str, ...]:
+        """The :attr:`stream_columns` a model built from ``cfg`` (the ``model`` section) asks for,
+        known before it is built: the driver builds the training stream from it. Default: the
+        class's :attr:`stream_columns`."""
+        return cls.stream_columns
 
     @abc.abstractmethod
     def user_embeddings(self) -> torch.Tensor: ...
@@ -89,6 +105,12 @@ class DomainModel(nn.Module, abc.ABC):
         histories; the trainer adds them to ``uid``/``pos``/``neg``. Default: none. Sequence
         models return ``seq`` (see :data:`Batch`)."""
         return {}
+
+    def predict_ratings(self, uids: torch.Tensor, iids: torch.Tensor) -> torch.Tensor:
+        """(B,) predicted ratings of user ``uids[b]`` for item ``iids[b]``, within the rating
+        scale seen in training. Models with :attr:`predicts_ratings` implement it; the default
+        raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict ratings (model.objective=rating)")
 
     def score(self, uids: torch.Tensor, iids: torch.Tensor) -> torch.Tensor:
         """(B,) scores of user ``uids[b]`` for item ``iids[b]``."""

@@ -34,6 +34,13 @@ class ModelConfig(Section):
     """SASRec: dropout on embeddings and attention blocks."""
     seq_loss: Literal["ce", "bpr"] = "ce"
     """SASRec: full-softmax cross-entropy over items, or BPR against the sampled negatives."""
+    objective: Literal["ranking", "rating"] = "ranking"
+    """What the model is trained for. ``ranking``: each model's own ranking loss (MF/LightGCN
+    BPR, SASRec per model.seq_loss). ``rating`` (mf only): predict the explicit rating,
+    r = mu + b_u + b_i + <p_u, q_i> with mu the training split's mean rating (fixed at build
+    time), trained with squared loss + model.l2; scores rank by predicted rating, reported
+    predictions are clipped to the training split's [min, max] rating, validation reports
+    RMSE/MAE and train.select_metric defaults to rmse."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "ModelConfig":

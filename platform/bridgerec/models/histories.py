@@ -106,8 +106,11 @@ def _drop_caches(module: nn.Module) -> None:
 
 
 def dataset_inputs(data) -> dict:
-    """What models may need from a prepared dataset: ``train_pairs`` (uids, iids) and
-    ``histories`` (time-ordered training items per user, CSR ``(indptr, items)``)."""
-    train = data.frame("train", ["uid", "iid"])
+    """What models may need from a prepared dataset: ``train_pairs`` (uids, iids), ``histories``
+    (time-ordered training items per user, CSR ``(indptr, items)``) and ``rating_stats`` (mean,
+    min and max rating of the train split, :meth:`~bridgerec.data.dataset.DatasetDir.rating_stats`)."""
+    train = data.frame("train", ["uid", "iid", "rating"])
     uids, iids = train["uid"].to_numpy("int64"), train["iid"].to_numpy("int64")
-    return {"train_pairs": (uids, iids), "histories": histories_for(data, ("train",))}
+    ratings = train["rating"].to_numpy("float64")
+    stats = {"mean": float(ratings.mean()), "min": float(ratings.min()), "max": float(ratings.max())} if len(ratings) else None
+    return {"train_pairs": (uids, iids), "histories": histories_for(data, ("train",)), "rating_stats": stats}

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from bridgerec._registry import Registry
 from bridgerec.models.config import ModelConfig
 
-__all__ = ["MODELS", "build_model", "build_model_for_dataset", "model_class", "model_names", "register_model"]
+__all__ = ["MODELS", "build_model", "check_objective", "build_model_for_dataset", "model_class", "model_names", "register_model"]
 
 
 def _is_domain_model(name: str, cls: Any) -> None:
@@ -49,9 +49,20 @@ def model_names() -> list[str]:
     return MODELS.names()
 
 
+def check_objective(cfg: ModelConfig) -> None:
+    """ValueError naming ``model.objective`` when ``cfg.name`` does not train for it."""
+    cls = model_class(cfg.name)
+    if cfg.objective not in cls.objectives:
+        able = [n for n in model_names() if cfg.objective in model_class(n).objectives]
+        raise ValueError(f"model.objective={cfg.objective!r}: model {cfg.name!r} trains only for {list(cls.objectives)}; "
+                         f"models with that objective: {able}")
+
+
 def build_model(cfg: ModelConfig, n_users: int, n_items: int, **data: object):
     """Instantiate ``cfg.name`` with the dataset sizes; ``data`` carries extras a model may need
-    (e.g. ``train_pairs`` for graph models). The model keeps ``cfg`` as its ``built_with``."""
+    (e.g. ``train_pairs`` for graph models, ``rating_stats`` for rating models). The model keeps
+    ``cfg`` as its ``built_with``."""
+    check_objective(cfg)
     model = model_class(cfg.name)(cfg, n_users, n_items, **data)
     model.built_with = cfg
     return model

@@ -17,9 +17,9 @@ from bridgerec.console import EpochBar, say
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.methods import Method, build_method, method_class
 from bridgerec.methods.inputs import load_method_inputs
-from bridgerec.models import build_model_for_dataset, model_class
+from bridgerec.models import build_model_for_dataset, check_objective, model_class
 from bridgerec.training.engines import STATE_FILE, load_state
-from bridgerec.training.loop import PROGRESS_FILE, train_loop_per_worker, valid_metric_key
+from bridgerec.training.loop import PROGRESS_FILE, select_order, selection_score, train_loop_per_worker, valid_metric_key
 
 __all__ = ["TrainResult", "train", "check_plugins", "build_method_for_dataset", "load_model_from_checkpoint_dir"]
 
@@ -49,14 +49,33 @@ def steps_per_epoch(n_train: int, workers: int, batch_size: int) -> int:
 
 def _with_positions(batch: pd.DataFrame) -> pd.DataFrame:
     """Blocks hold every event of their users: ``pos_idx`` = index in the user's (ts, seq, iid)
-    order, the same order as :func:`bridgerec.models.histories.histories_for` gives the train split."""
+    order, the same order as :func:`bridgerec.models.histories.histories_for` gives the train split
+    (a ``rating`` column, when selected, follows its event)."""
     batch = batch.sort_values(["uid", "ts", "seq", "iid"] if "seq" in batch else ["uid", "ts", "iid"], kind="stable")
-    return pd.DataFrame({"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")})
+    out = {"uid": batch["uid"], "iid": batch["iid"], "pos_idx": batch.groupby("uid").cumcount().astype("int64")}
+    if "rating" in batch:
+        out["rating"] = batch["rating"]
+    return pd.DataFrame(out)
+
+
+def stream_columns_wanted(cfg: Config) -> tuple[str, ...]:
+    """The derived stream columns (:data:`bridgerec.models.base.STREAM_COLUMNS`) that the domain
+    model built from ``cfg.model`` and the method's stream stage ask for; a ValueError naming the
+    model for a column the trainer does not provide. The DomainModel contract, no model names."""
+    from bridgerec.models.base import STREAM_COLUMNS
+
+    wanted = (*model_class(cfg.model.name).stream_columns_for(cfg.model), *method_class(cfg.method.name).stream_needs)
+    unknown = [c for c in wanted if c not in STREAM_COLUMNS]
+    if unknown:
+        raise ValueError(f"model {cfg.model.name!r} asks for stream columns {unknown}; the trainer provides: "
+                         f"{', '.join(STREAM_COLUMNS)} (see bridgerec.models.base.STREAM_COLUMNS)")
+    return tuple(dict.fromkeys(wanted))
 
 
 def check_plugins(cfg: Config) -> None:
     """Fail before any data work when ``model.name`` or ``method.name`` is not registered
-    (naming the key and the registered names), or when the method cannot run under
+    (naming the key and the registered names), when the model does not train for
+    ``model.objective``, or when the method cannot run under
     ``train.zero_stage=3`` (it reads the domain model's parameters outside its forward)."""
     from bridgerec.config import ConfigError
 
@@ -65,6 +84,10 @@ def check_plugins(cfg: Config) -> None:
             lookup(name)
         except ValueError as exc:  # the registries' messages name the key and the registered names
             raise ConfigError(str(exc)) from None
+    try:
+        check_objective(cfg.model)
+    except ValueError as exc:  # names model.objective and the models that train for it
+        raise ConfigError(str(exc)) from None
     t = cfg.train
     if t.strategy == "deepspeed" and t.zero_stage == 3 and not method_class(cfg.method.name).supports_zero3:
         raise ConfigError(f"train.zero_stage=3: method {cfg.method.name!r} reads the domain model's embeddings outside "
@@ -106,17 +129,13 @@ def training_stream(cfg: Config, data: DatasetDir):
 def _build_stream(cfg: Config, data: DatasetDir):
     ds = data.read_split("train")
     method = method_class(cfg.method.name)
-    # the DomainModel contract and the method's stage, no model names here
-    wanted = (*model_class(cfg.model.name).stream_columns, *method.stream_needs)
-    unknown = [c for c in wanted if c != "pos_idx"]
-    if unknown:
-        raise ValueError(f"model {cfg.model.name!r} asks for stream columns {unknown}; the trainer provides: pos_idx "
-                         "(see bridgerec.models.base.STREAM_COLUMNS)")
+    wanted = stream_columns_wanted(cfg)
+    rating = ["rating"] if "rating" in wanted else []  # the dataset's own column, passed through
     if "pos_idx" not in wanted:
-        ds = ds.select_columns(["uid", "iid"])
+        ds = ds.select_columns(["uid", "iid", *rating])
     else:
         n = int(data.manifest["counts"]["train"])
-        cols = ["uid", "iid", "ts"] + (["seq"] if "seq" in ds.schema().names else [])
+        cols = ["uid", "iid", "ts", *rating] + (["seq"] if "seq" in ds.schema().names else [])
         ds = ds.select_columns(cols).repartition(max(2, n // 500_000 + 2), keys=["uid"]).map_batches(
             _with_positions, batch_size=None, batch_format="pandas"
         )
@@ -188,7 +207,8 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
             name=cfg.resolved_run_name(),
             storage_path=cfg.storage_path(),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=key, checkpoint_score_order="max"
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=key,
+                checkpoint_score_order=select_order(cfg),
             ),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=list(callbacks or []),
@@ -198,7 +218,7 @@ def train(cfg: Config, data: DatasetDir, run_id: str | None = None, tracking_uri
         result = trainer.fit()
     if result.error:
         raise result.error
-    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1].get(key, float("-inf")))
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: selection_score(cfg, cm[1]))
     with best_ckpt.as_directory() as d:
         model = load_model_from_checkpoint_dir(cfg, data, d, model)
     return TrainResult(model, dict(best_metrics), _history(result), result.path, best_ckpt.path)

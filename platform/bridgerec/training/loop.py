@@ -30,14 +30,14 @@ from bridgerec.config import Config
 from bridgerec.console import epoch_line, step_line
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.data.sampling import NegativeSampler
-from bridgerec.evaluation import full_ranking, mlflow_metric_name
+from bridgerec.evaluation import RATING_METRIC_NAMES, evaluate_ratings, full_ranking, mlflow_metric_name
 from bridgerec.methods import Method, build_method
 from bridgerec.methods.inputs import load_method_inputs
 from bridgerec.models import build_model, dataset_inputs
 from bridgerec.training.collectives import all_gather_objects, all_gather_tensors, broadcast_flag, same_on_all_ranks
 from bridgerec.training.engines import STATE_FILE, Engine, build_engine
 
-__all__ = ["train_loop_per_worker", "STATE_FILE", "valid_metric_key"]
+__all__ = ["train_loop_per_worker", "STATE_FILE", "valid_metric_key", "select_order", "selection_score"]
 
 PROGRESS_FILE = "progress.json"
 
@@ -46,7 +46,23 @@ def valid_metric_key(cfg: Config) -> str:
     return "valid_" + mlflow_metric_name(cfg.train.select_metric)
 
 
+def select_order(cfg: Config) -> str:
+    """``"min"`` when ``train.select_metric`` is a rating error (rmse, mae), else ``"max"``."""
+    return "min" if cfg.train.select_metric in RATING_METRIC_NAMES else "max"
+
+
+def selection_score(cfg: Config, metrics: dict) -> float:
+    """The validation metric of ``metrics`` signed so that higher is better (-inf when absent):
+    what picks the best epoch and drives early stopping."""
+    value = metrics.get(valid_metric_key(cfg))
+    if value is None:
+        return -math.inf
+    return -float(value) if select_order(cfg) == "min" else float(value)
+
+
 def _validate(model: Method, cfg: Config, data: DatasetDir, train_pairs) -> dict[str, float]:
+    """Full-ranking metrics on the valid split; with a rating model (``predicts_ratings``, the
+    DomainModel contract) also its ``valid_rmse`` / ``valid_mae``."""
     model.eval()
     device = next(model.parameters()).device  # the GPU under DDP/ZeRO<3 on GPU workers; else CPU
     with torch.no_grad():
@@ -54,8 +70,12 @@ def _validate(model: Method, cfg: Config, data: DatasetDir, train_pairs) -> dict
             lambda u: model.full_scores(u.to(device)).float().cpu(), data.n_users, data.n_items, train_pairs, data.pairs("valid"),
             cfg.eval.ks, cfg.eval.user_batch_size,
         )
+        out = {"valid_" + k: v for k, v in res.flat().items() if "/" not in k}
+        if model.predicts_ratings:
+            rating = evaluate_ratings(lambda u, i: model.predict_ratings(u.to(device), i.to(device)), data, "valid")
+            out.update({"valid_" + k: v for k, v in rating.items()})
     model.train()
-    return {"valid_" + k: v for k, v in res.flat().items() if "/" not in k}
+    return out
 
 
 def _restore(engine: Engine) -> dict:
@@ -102,12 +122,12 @@ def _seed(*parts: int) -> int:
 
 class _Share:
     """One rank's equal share of the train split, read from its Ray Data shard once and kept in
-    memory as int64 columns (``train.shuffle=global``/``none``); each epoch yields ``steps``
-    batches of a fresh permutation."""
+    memory as int64 columns (float32 for float ones such as ``rating``; ``train.shuffle=global``/``none``);
+    each epoch yields ``steps`` batches of a fresh permutation."""
 
     def __init__(self, shard, columns: list[str]):
         blocks = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
-        self.cols = {c: np.concatenate([b[c] for b in blocks]).astype(np.int64) if blocks else np.zeros(0, np.int64)
+        self.cols = {c: _column(np.concatenate([b[c] for b in blocks])) if blocks else np.zeros(0, np.int64)
                      for c in columns}
         # a canonical order first: the permutation must not depend on the blocks' arrival order
         # (keys: the per-event columns; multi-valued ones such as token ids follow their event)
@@ -122,12 +142,23 @@ class _Share:
             yield {c: torch.from_numpy(v[idx]) for c, v in self.cols.items()}
 
 
-def _stream_batches(shard, steps: int, bs: int, buffer_batches: int, seed: int):
+def _column(values: np.ndarray) -> np.ndarray:
+    """A stream column as the trainer hands it on: float32 when it holds floats (``rating``), else int64."""
+    return values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64)
+
+
+FLOAT_STREAM_COLUMNS = ("rating",)
+"""Stream columns that are floats (:data:`bridgerec.models.base.STREAM_COLUMNS`); the rest are int64."""
+
+
+def _stream_batches(shard, steps: int, bs: int, buffer_batches: int, seed: int, columns: list[str]):
     """``train.shuffle=buffer``: stream the shard through a seeded local shuffle buffer; the
     shard's remainder past ``steps`` full batches is drained so every rank runs exactly ``steps``."""
     step = 0
+    dtypes = torch.int64 if not set(columns) & set(FLOAT_STREAM_COLUMNS) else \
+        {c: torch.float32 if c in FLOAT_STREAM_COLUMNS else torch.int64 for c in columns}
     for batch in shard.iter_torch_batches(  # on the CPU: negatives and sequences are built with numpy
-        batch_size=bs, drop_last=True, dtypes=torch.int64, device="cpu",
+        batch_size=bs, drop_last=True, dtypes=dtypes, device="cpu",
         local_shuffle_buffer_size=buffer_batches * bs or None, local_shuffle_seed=seed,
     ):
         if step < steps:
@@ -232,7 +263,7 @@ def train_loop_per_worker(config: dict) -> None:
         sampler.reseed(seed, epoch, rank)
         torch.manual_seed(_seed(seed, epoch, rank))  # dropout
         if cfg.train.shuffle == "buffer":
-            batches = _stream_batches(shard, steps, bs, cfg.train.shuffle_buffer_batches, _seed(seed, epoch, rank) % 2**31)
+            batches = _stream_batches(shard, steps, bs, cfg.train.shuffle_buffer_batches, _seed(seed, epoch, rank) % 2**31, columns)
         else:
             share = share or _Share(shard, columns)
             batches = share.batches(steps, bs, np.random.default_rng([seed, epoch, rank]) if cfg.train.shuffle == "global" else None)
@@ -268,10 +299,11 @@ def train_loop_per_worker(config: dict) -> None:
         full = engine.eval_model()  # collective under ZeRO-3: every rank calls it
         if rank == 0:
             metrics.update(_validate(full, cfg, data, train_pairs))
-            improved = metrics[key] > progress["best"]
+            score = selection_score(cfg, metrics)  # signed: higher is better (rmse/mae negated)
+            improved = score > progress["best"]
             progress = {
                 "epoch": epoch,
-                "best": max(progress["best"], metrics[key]),
+                "best": max(progress["best"], score),
                 "bad_epochs": 0 if improved else progress["bad_epochs"] + 1,
                 # every epoch's metrics, across restarts: the driver's TrainResult.history
                 "history": [*progress.get("history", []), {k: float(v) for k, v in metrics.items()}],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridgerec.evaluation import EvalResult
 
-__all__ = ["results_table", "results_block", "run_footer"]
+__all__ = ["results_table", "results_block", "run_footer", "rating_table"]
 
 
 def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
@@ -20,6 +20,14 @@ def results_table(rows: dict[str, EvalResult], ks: list[int]) -> str:
         cold = res.slices.get("cold_items", {}).get(f"recall@{k_max}", float("nan"))
         lines.append(f"{name:<{w}}{vals}{tail:>16.4f}{cold:>16.4f}")
     return "\n".join(lines)
+
+
+def rating_table(rows: dict[str, dict[str, float]], split: str = "test") -> list[str]:
+    """Rating prediction lines under the ranking table: one row per model (e.g. the global-mean
+    baseline and the rating model) with RMSE and MAE on ``split``."""
+    w = max(14, *(len(n) + 2 for n in rows))
+    head = f"{'rating (' + split + ')':<{w}}{'RMSE':>11}{'MAE':>11}"
+    return [head, "-" * len(head), *(f"{name:<{w}}{m['rmse']:>11.4f}{m['mae']:>11.4f}" for name, m in rows.items())]
 
 
 def results_block(title: str, baseline: EvalResult, name: str, result: EvalResult, ks: list[int], footer: list[str],

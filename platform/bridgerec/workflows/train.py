@@ -16,9 +16,9 @@ from bridgerec.tracking import log_eval, log_model_artifacts, log_pyfunc_model, 
 from bridgerec.training import check_plugins, train
 from bridgerec.workflows.evaluate import evaluate_model, popularity_baseline
 from bridgerec.workflows.prepare import prepare
-from bridgerec.workflows.report import results_block, run_footer
+from bridgerec.workflows.report import rating_table, results_block, run_footer
 
-__all__ = ["RunSummary", "train_and_log", "quickstart", "print_summary", "log_selection", "log_for_serving", "promote_new_version"]
+__all__ = ["RunSummary", "train_and_log", "rating_rows", "quickstart", "print_summary", "log_selection", "log_for_serving", "promote_new_version"]
 
 
 @dataclass
@@ -33,6 +33,7 @@ class RunSummary:
     model_uri: str | None = None  # the logged recommender (models:/NAME/VERSION when registered)
     rows: dict[str, EvalResult] = field(default_factory=dict)  # more rows for the results table (name -> test result)
     notes: list[str] = field(default_factory=list)  # lines printed under the results table
+    ratings: dict[str, dict[str, float]] = field(default_factory=dict)  # rating models: name -> test rmse/mae (baseline first)
 
 
 def train_and_log(cfg: Config, log=say) -> RunSummary:
@@ -52,7 +53,8 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
         result = train(cfg, data)
         log("[evaluate] test split, full ranking")
         test = evaluate_model(result.model, data, cfg.eval, "test")
-        return RunSummary(None, "", test, baseline, data, time.time() - t0, result.checkpoint_dir)
+        return RunSummary(None, "", test, baseline, data, time.time() - t0, result.checkpoint_dir,
+                          ratings=rating_rows(result.model, data, cfg))
     with mlflow_run(cfg, data) as (run_id, uri):
         log(f"[mlflow] run {run_id} in experiment {cfg.tracking.experiment!r} at {uri}")
         result = train(cfg, data, run_id=run_id, tracking_uri=uri)
@@ -60,7 +62,26 @@ def train_and_log(cfg: Config, log=say) -> RunSummary:
         log_selection(result.model, data, cfg, result.best_metrics)
         test = evaluate_model(result.model, data, cfg.eval, "test")
         model_uri = log_for_serving(result.model, data, cfg, test, baseline, {"checkpoint_dir": result.checkpoint_dir, **inputs}, log)
-        return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir, model_uri)
+        ratings = rating_rows(result.model, data, cfg)
+        if ratings:
+            import mlflow
+
+            (base, base_m), (_, model_m) = ratings.items()
+            mlflow.log_metrics({**{f"test_{k}": v for k, v in model_m.items()},
+                                **{f"baseline_global_mean_test_{k}": v for k, v in base_m.items()}})
+        return RunSummary(run_id, uri, test, baseline, data, time.time() - t0, result.checkpoint_dir, model_uri,
+                          ratings=ratings)
+
+
+def rating_rows(model, data: DatasetDir, cfg: Config) -> dict[str, dict[str, float]]:
+    """A rating model's (``predicts_ratings``) test RMSE/MAE beside the global-mean baseline's,
+    baseline first; empty for ranking models."""
+    if not model.predicts_ratings:
+        return {}
+    from bridgerec.evaluation import evaluate_ratings, global_mean_ratings, train_mean_rating
+
+    return {f"global mean ({train_mean_rating(data):.2f})": global_mean_ratings(data, "test"),
+            cfg.model.name: evaluate_ratings(model.predict_ratings, data, "test")}
 
 
 def _train_llm_method(cfg: Config, data: DatasetDir, baseline: EvalResult, t0: float, log=say) -> RunSummary:
@@ -173,5 +194,7 @@ def print_summary(cfg: Config, s: RunSummary, command: str, served: str | None =
         name = cfg.model.name
     else:  # the method's row; a method that trains the domain model names it too (e.g. "bdlm + mf")
         name = cfg.method.name if method_class(cfg.method.name).trains_llm else f"{cfg.method.name} + {cfg.model.name}"
-    console.result(results_block(title, s.baseline, name, s.test, cfg.eval.ks, [*s.notes, *([""] if s.notes else []), *footer],
-                                 extra=s.rows))
+    notes = [*s.notes, *([""] if s.notes else [])]
+    if s.ratings:  # the rating task's RMSE/MAE, model beside the global-mean baseline
+        notes = [*rating_table(s.ratings), "", *notes]
+    console.result(results_block(title, s.baseline, name, s.test, cfg.eval.ks, [*notes, *footer], extra=s.rows))
