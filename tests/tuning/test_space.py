@@ -129,3 +129,14 @@ def test_an_asha_sweep_of_an_llm_tuning_method_is_refused_before_any_work(tmp_pa
     cfg = load_config(None, ["method.name=bigrec", f"work_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="scheduler: asha with method.name=bigrec: a trial that tunes the LLM reports once"):
         run_tune(cfg, space)
+
+
+def test_a_sweep_over_a_rating_error_is_refused_before_any_work(tmp_path):
+    """Sweeps maximise their metric; a rating model's RMSE would be maximised: refused, naming the key."""
+    from bridgerec.workflows.tune import run_tune
+
+    space = _write(tmp_path, "params: {train.lr: {loguniform: [0.001, 0.01]}}")
+    cfg = load_config(None, ["model.name=mf", "model.objective=rating", f"work_dir={tmp_path}"])
+    assert cfg.train.select_metric == "rmse"
+    with pytest.raises(ConfigError, match="train.select_metric=rmse: a sweep maximises"):
+        run_tune(cfg, space)

@@ -297,6 +297,11 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
         raise ConfigError("tracking.enabled=false: a sweep records its trials in MLflow; enable tracking")
     spec = load_space(space, spec_overrides)
     check_plugins(cfg)
+    from bridgerec.evaluation import RATING_METRIC_NAMES
+
+    if cfg.train.select_metric in RATING_METRIC_NAMES:
+        raise ConfigError(f"train.select_metric={cfg.train.select_metric}: a sweep maximises its metric, and a rating "
+                          "error is minimised; sweeps over rating models are not supported yet (pick a ranking metric)")
     from bridgerec.methods import method_class
 
     llm = method_class(cfg.method.name).trains_llm
