@@ -101,7 +101,7 @@ def test_quickstart_prints_the_results_table(ray_session, tiny_config, capsys):
 def test_cli_lists_registered_models_and_methods(capsys):
     assert main(["models"]) == 0 and main(["methods"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["lightgcn", "mf", "popularity", "sasrec", "base", "bdlm", "bigrec", "darec", "rlmrec-con", "rlmrec-gen"]
+    assert names == ["lightgcn", "mf", "popularity", "sasrec", "base", "bdlm", "bigrec", "darec", "llama4rec", "rlmrec-con", "rlmrec-gen"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["quickstart", "--help"], ["data", "prepare", "--help"], ["train", "--help"], ["evaluate", "--help"], ["augment", "--help"]])
