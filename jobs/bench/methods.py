@@ -115,6 +115,13 @@ def run(cfg: Config, data: DatasetDir, keep: dict | None = None) -> tuple[EvalRe
     return test, time.perf_counter() - t0, epochs
 
 
+def save_domain_npz(model, path: str) -> str:
+    """A trained model's exported (user, item) embeddings as the .npz a method's domain_run reads."""
+    users, items = (t.detach().cpu().numpy() for t in model.export_embeddings())
+    np.savez(path, user_emb=users, item_emb=items)
+    return path
+
+
 def _value(res: EvalResult, slice_name: str | None, metric: str) -> float:
     source = res.overall if slice_name is None else res.slices.get(slice_name, {})
     return float(source.get(metric, float("nan")))
@@ -273,8 +280,7 @@ def bigrec_suite(args: argparse.Namespace, stamp: str) -> None:
             test, wall, _ = run(cfg, data, keep)
             rows.setdefault(name, []).append((test, {"train_s": wall}))
             if name == "lightgcn" and seed == 0:  # the domain model of the "+ lightgcn scores" variant
-                users, items = (t.detach().cpu().numpy() for t in keep["model"].export_embeddings())
-                np.savez(domain_npz, user_emb=users, item_emb=items)
+                save_domain_npz(keep["model"], domain_npz)
     sizes = []
     for backbone in args.bigrec:
         runs = []
@@ -400,9 +406,8 @@ def bdlm_suite(args: argparse.Namespace, stamp: str) -> None:
     for d, domain in enumerate(args.bdlm_domains):
         for seed in range(args.seeds if d == 0 else 1):
             rec = _bdlm_row(args, f"{domain}_synthetic.yaml", seed, domain, [], data, rows, sizes)
-            npz = os.path.join(os.path.abspath(args.work_dir), f"bench-bdlm-{domain}-s{seed}-{stamp}.npz")
-            users, items = (t.detach().cpu().numpy() for t in rec.pop("model").export_embeddings())
-            np.savez(npz, user_emb=users, item_emb=items)
+            npz = save_domain_npz(rec.pop("model"), os.path.join(os.path.abspath(args.work_dir),
+                                                                  f"bench-bdlm-{domain}-s{seed}-{stamp}.npz"))
             for i, backbone in enumerate(args.bdlm):
                 if seed > 0 and i > 0:
                     continue
@@ -511,7 +516,7 @@ def main() -> None:
         bad = [b for b in args.llama4rec if b not in L4R_CONFIGS]
         if bad:
             p.error(f"--llama4rec: unknown backbone(s) {bad}; choose from {sorted(L4R_CONFIGS)}")
-        llama4rec_suite(args, stamp, run, fit_batch_size)
+        llama4rec_suite(args, stamp)
         return
     data = prepare(bench_config(args, "base", 0, stamp), log=lambda m: None)
     counts = data.manifest["counts"]

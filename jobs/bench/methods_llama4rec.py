@@ -104,7 +104,9 @@ def _extra(res) -> dict:
             "run_ps": res.rankings["test"].prompts_per_s}
 
 
-def llama4rec_suite(args, stamp: str, run, fit_batch_size) -> None:
+def llama4rec_suite(args, stamp: str) -> None:
+    from methods import fit_batch_size, run, save_domain_npz  # the suite's shared helpers (beside this script)
+
     from bridgerec.workflows.evaluate import popularity_baseline
     from bridgerec.workflows.llama4rec import run_llama4rec
 
@@ -126,9 +128,8 @@ def llama4rec_suite(args, stamp: str, run, fit_batch_size) -> None:
         keep: dict = {}
         test, wall, _ = run(cfg, data, keep)
         rows.setdefault("lightgcn", []).append((test, {"train_s": wall}))
-        npz = os.path.join(os.path.abspath(args.work_dir), f"bench-l4r-lightgcn-s{seed}-{stamp}.npz")
-        users, items = (t.detach().cpu().numpy() for t in keep.pop("model").export_embeddings())
-        np.savez(npz, user_emb=users, item_emb=items)
+        npz = save_domain_npz(keep.pop("model"), os.path.join(os.path.abspath(args.work_dir),
+                                                              f"bench-l4r-lightgcn-s{seed}-{stamp}.npz"))
         for i, backbone in enumerate(args.llama4rec):
             if seed > 0 and i > 0:
                 continue

@@ -282,21 +282,8 @@ def test_the_catalog_never_reads_the_held_out_splits(dataset):
     and test splits: nothing it gives can avoid or favour a held-out item."""
     from bridgerec.augment.catalog import Catalog
 
-    class TrainOnly:
-        def __init__(self, inner):
-            self.inner = inner
+    from support_data import TrainOnly
 
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def pairs(self, split):
-            assert split == "train", f"the catalog read the {split} split"
-            return self.inner.pairs(split)
-
-        def frame(self, split, *args, **kwargs):
-            assert split == "train", f"the catalog read the {split} split"
-            return self.inner.frame(split, *args, **kwargs)
-
-    cat = Catalog.from_dataset(TrainOnly(dataset))
+    cat = Catalog.from_dataset(TrainOnly(dataset, "the catalog"))
     train = _train(dataset)
     assert all(set(cat.train_items(u).tolist()) == its for u, its in train.items())

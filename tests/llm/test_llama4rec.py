@@ -62,24 +62,6 @@ def _by_user(dataset, split):
     return out
 
 
-class TrainOnly:
-    """The dataset, refusing every split but train."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def pairs(self, split):
-        assert split == "train", f"read the {split} split"
-        return self.inner.pairs(split)
-
-    def frame(self, split, *args, **kwargs):
-        assert split == "train", f"read the {split} split"
-        return self.inner.frame(split, *args, **kwargs)
-
-
 def test_training_examples_read_only_the_training_split(l4r_cfg, dataset, domain):
     """No prompt contains a user's validation or test item as history, and none is there because it
     is an answer: the examples are built from a dataset that refuses the held-out splits, and every
@@ -89,7 +71,9 @@ def test_training_examples_read_only_the_training_split(l4r_cfg, dataset, domain
     from bridgerec.methods.llama4rec_data import answer_order
     from bridgerec.workflows.llama4rec import instruction_prompts
 
-    prompts = instruction_prompts(l4r_cfg, TrainOnly(dataset), domain[:2], _view(dataset))
+    from support_data import TrainOnly
+
+    prompts = instruction_prompts(l4r_cfg, TrainOnly(dataset, "the instruction data"), domain[:2], _view(dataset))
     assert len(prompts) == 160
     train, valid, test = (_by_user(dataset, s) for s in ("train", "valid", "test"))
     from bridgerec.models.histories import histories_for
@@ -224,3 +208,28 @@ def test_the_export_holds_the_adapter_the_alpha_rule_and_the_prompt_settings(out
     uids = res.rankings["test"].uids
     assert np.allclose(rule.alpha(res.n_train[uids]), alphas_for(res.choice, uids, res.n_train))
     assert exported["serving"]["n_candidates"] == 5 and exported["serving"]["prompt_aug"] is True
+
+
+@pytest.mark.slow
+def test_the_run_logs_its_rows_choice_and_export_to_mlflow(outcome, l4r_cfg, mlflow_server, tmp_path):
+    import json
+    import os
+
+    import mlflow
+
+    from bridgerec.workflows.llama4rec import log_llama4rec
+
+    res, _ = outcome
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("llama4rec-export")
+    with mlflow.start_run() as run:
+        log_llama4rec(res, l4r_cfg)
+    got = mlflow.get_run(run.info.run_id).data
+    assert got.metrics["test_ndcg_at_5"] == pytest.approx(res.test.overall["ndcg@5"])
+    assert got.metrics["test_domain_order_ndcg_at_5"] == pytest.approx(res.test_domain.overall["ndcg@5"])
+    assert got.metrics["ranking_test_parse_rate"] == pytest.approx(res.rankings["test"].parse_rate)
+    assert "sft_seconds" in got.metrics and got.params["llama4rec_chosen_alpha1"] == str(res.choice["alpha1"])
+    local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/llama4rec", dst_path=str(tmp_path))
+    assert os.path.exists(os.path.join(local, "adapter", "adapter_config.json"))
+    with open(os.path.join(local, "llama4rec.json")) as fh:
+        assert json.load(fh)["choice"] == res.choice

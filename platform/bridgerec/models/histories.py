@@ -108,7 +108,7 @@ def _drop_caches(module: nn.Module) -> None:
 def dataset_inputs(data) -> dict:
     """What models may need from a prepared dataset: ``train_pairs`` (uids, iids), ``histories``
     (time-ordered training items per user, CSR ``(indptr, items)``) and ``rating_stats`` (mean,
-    min and max rating of the train split, :meth:`~bridgerec.data.dataset.DatasetDir.rating_stats`)."""
+    min and max rating of the train split; None when it is empty)."""
     train = data.frame("train", ["uid", "iid", "rating"])
     uids, iids = train["uid"].to_numpy("int64"), train["iid"].to_numpy("int64")
     ratings = train["rating"].to_numpy("float64")

@@ -127,7 +127,7 @@ class _Share:
 
     def __init__(self, shard, columns: list[str]):
         blocks = list(shard.iter_batches(batch_size=None, batch_format="numpy"))
-        self.cols = {c: _column(np.concatenate([b[c] for b in blocks])) if blocks else np.zeros(0, np.int64)
+        self.cols = {c: _column(c, np.concatenate([b[c] for b in blocks])) if blocks else np.zeros(0, np.int64)
                      for c in columns}
         # a canonical order first: the permutation must not depend on the blocks' arrival order
         # (keys: the per-event columns; multi-valued ones such as token ids follow their event)
@@ -142,9 +142,9 @@ class _Share:
             yield {c: torch.from_numpy(v[idx]) for c, v in self.cols.items()}
 
 
-def _column(values: np.ndarray) -> np.ndarray:
-    """A stream column as the trainer hands it on: float32 when it holds floats (``rating``), else int64."""
-    return values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64)
+def _column(name: str, values: np.ndarray) -> np.ndarray:
+    """A stream column as the trainer hands it on: float32 for :data:`FLOAT_STREAM_COLUMNS`, else int64."""
+    return values.astype(np.float32 if name in FLOAT_STREAM_COLUMNS else np.int64)
 
 
 FLOAT_STREAM_COLUMNS = ("rating",)

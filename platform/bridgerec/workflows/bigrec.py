@@ -35,7 +35,7 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
 from bridgerec.methods.bigrec_core import Validity, generation_validity, next_item_examples, popularity_prior, select_gamma
 
-__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "export_bigrec", "summary_lines", "load_domain_run"]
+__all__ = ["BIGRecResult", "run_bigrec", "log_bigrec", "export_bigrec", "summary_lines"]
 
 
 @dataclass
@@ -117,32 +117,10 @@ def _generate(cfg: Config, data: DatasetDir, engine, chat, titles, split: str):
 
 
 def _domain_embeddings(cfg: Config, data: DatasetDir, log) -> tuple[np.ndarray, np.ndarray]:
+    from bridgerec.workflows.llm_methods import load_domain_run
+
     users, items = load_domain_run(cfg, data, cfg.method.bigrec.domain_run, "method.bigrec.domain_run")
     log(f"[bigrec] reweighting by the domain model's scores ({cfg.method.bigrec.domain_run}: {users.shape[1]}-d embeddings)")
-    return users, items
-
-
-def load_domain_run(cfg: Config, data: DatasetDir, src: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(user, item) embeddings of the domain run ``src`` (config key ``key``), checked against the
-    dataset (same users and items) and refused when the user vectors read held-out items (a
-    sequence model's exported users are conditioned on the whole history: they would leak the
-    test item)."""
-    from bridgerec.models.pretrained import load_domain_embeddings, local_model_source
-    from bridgerec.config import ConfigError
-    from bridgerec.models.snapshot import read_description
-
-    local = local_model_source(src, cfg.tracking_uri())  # (downloaded once: the description is read beside it)
-    try:
-        users, items = load_domain_embeddings(local, key=key)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(str(e)) from e
-    if users.shape[0] != data.n_users or items.shape[0] != data.n_items:
-        raise ConfigError(f"{key}={src}: {users.shape[0]} users x {items.shape[0]} items, but the "
-                          f"dataset has {data.n_users} x {data.n_items} (a run on another dataset?)")
-    desc = read_description(local) if os.path.isdir(local) else None
-    if desc and desc.get("conditions_on_history"):
-        raise ConfigError(f"{key}={src}: a sequence model ({desc.get('model', {}).get('name')}); its "
-                          "exported user vectors read every known item, test included; use MF or LightGCN")
     return users, items
 
 
@@ -276,28 +254,19 @@ def export_bigrec(res: BIGRecResult, cfg: Config, out_dir: str) -> str:
 def log_bigrec(res: BIGRecResult, cfg: Config) -> None:
     """Into the active MLflow run: the metrics of both test rows, the chosen gamma and its search,
     validity and throughput, and the serving export (:func:`export_bigrec`) as ``bigrec/``."""
-    import mlflow
-
     from bridgerec.tracking import log_eval
+    from bridgerec.workflows.llm_methods import log_tuned_run
 
     if res.test is not None:
         log_eval(res.test, "test_")
         log_eval(res.test_grounding, "test_grounding_only_")
     log_eval(res.valid, "best_valid_")
-    tuned_here = bool(res.sft["history"])  # (an adapter reused from an earlier run has its own record)
-    mlflow.log_metrics({
+    log_tuned_run(res.sft, {
         "bigrec_gamma": res.gamma,
-        **({"sft_seconds": float(res.sft["seconds"])} if tuned_here else {}),
-        **{f"sft_{k}": float(v) for k, v in res.sft["best"].items() if isinstance(v, (int, float))},
         **{f"generation_{s}_users_per_s": v for s, v in res.users_per_s.items()},
         **{f"validity_{s}_exact": v.exact for s, v in res.validity.items()},
         **{f"validity_{s}_near": v.near for s, v in res.validity.items()},
-    })
-    d = tempfile.mkdtemp(prefix="bridgerec-bigrec-")
-    try:
-        mlflow.log_artifacts(export_bigrec(res, cfg, d), "bigrec")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    }, lambda d: export_bigrec(res, cfg, d), "bigrec")
 
 
 def summary_lines(res: BIGRecResult, cfg: Config) -> list[str]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -186,7 +185,7 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
     from bridgerec.llm.prompts import ItemView
     from bridgerec.methods import build_method
     from bridgerec.models import build_model_for_dataset
-    from bridgerec.workflows.bigrec import load_domain_run
+    from bridgerec.workflows.llm_methods import load_domain_run
 
     _check(cfg)
     c = cfg.method.llama4rec
@@ -281,6 +280,7 @@ def log_llama4rec(res: Llama4RecResult, cfg: Config) -> None:
     import mlflow
 
     from bridgerec.tracking import log_eval
+    from bridgerec.workflows.llm_methods import log_tuned_run
 
     if res.test is not None:
         log_eval(res.test, "test_")
@@ -288,17 +288,10 @@ def log_llama4rec(res: Llama4RecResult, cfg: Config) -> None:
         log_eval(res.test_llm, "test_llm_order_")
     log_eval(res.valid, "best_valid_")
     mlflow.log_params({f"llama4rec_chosen_{k}": v for k, v in res.choice.items()})
-    mlflow.log_metrics({
-        **({"sft_seconds": float(res.sft["seconds"])} if res.sft["history"] else {}),
-        **{f"sft_{k}": float(v) for k, v in res.sft["best"].items() if isinstance(v, (int, float))},
+    log_tuned_run(res.sft, {
         **{f"ranking_{s}_parse_rate": r.parse_rate for s, r in res.rankings.items()},
         **{f"ranking_{s}_prompts_per_s": r.prompts_per_s for s, r in res.rankings.items()},
-    })
-    d = tempfile.mkdtemp(prefix="bridgerec-llama4rec-")
-    try:
-        mlflow.log_artifacts(export_llama4rec(res, cfg, d), "llama4rec")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    }, lambda d: export_llama4rec(res, cfg, d), "llama4rec")
 
 
 def summary_lines(res: Llama4RecResult, cfg: Config) -> list[str]:

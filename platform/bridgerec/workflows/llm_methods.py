@@ -4,15 +4,22 @@ train` and `bridgerec tune` call instead of the domain-model trainer.
 Each entry gives the run (``run(cfg, data, log, *, test=..., adapter_dir=...)``), its MLflow
 logging, the lines printed under the results table, the extra test rows of the table, the values a
 sweep's trial reports beside its validation metric, how the chosen trial's settings are fixed
-before it is tested, and the MLflow path of the run's adapter.
+before it is tested, and the MLflow path of the run's adapter. Also what those workflows share:
+loading the trained domain model they read (:func:`load_domain_run`) and logging a tuned run's
+SFT record and export (:func:`log_tuned_run`).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["LLMWorkflow", "llm_workflow"]
+import numpy as np
+
+__all__ = ["LLMWorkflow", "llm_workflow", "load_domain_run", "log_tuned_run"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,46 @@ def llm_workflow(name: str) -> LLMWorkflow:
         return _WORKFLOWS[name]()
     except KeyError:
         raise ValueError(f"method {name!r} tunes the LLM but has no workflow; known: {', '.join(_WORKFLOWS)}") from None
+
+
+def load_domain_run(cfg: Any, data: Any, src: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) embeddings of the domain run ``src`` (config key ``key``), checked against the
+    dataset (same users and items) and refused when the user vectors read held-out items (a
+    sequence model's exported users are conditioned on the whole history: they would leak the
+    test item)."""
+    from bridgerec.models.pretrained import load_domain_embeddings, local_model_source
+    from bridgerec.config import ConfigError
+    from bridgerec.models.snapshot import read_description
+
+    local = local_model_source(src, cfg.tracking_uri())  # (downloaded once: the description is read beside it)
+    try:
+        users, items = load_domain_embeddings(local, key=key)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    if users.shape[0] != data.n_users or items.shape[0] != data.n_items:
+        raise ConfigError(f"{key}={src}: {users.shape[0]} users x {items.shape[0]} items, but the "
+                          f"dataset has {data.n_users} x {data.n_items} (a run on another dataset?)")
+    desc = read_description(local) if os.path.isdir(local) else None
+    if desc and desc.get("conditions_on_history"):
+        raise ConfigError(f"{key}={src}: a sequence model ({desc.get('model', {}).get('name')}); its "
+                          "exported user vectors read every known item, test included; use MF or LightGCN")
+    return users, items
+
+
+def log_tuned_run(sft: dict, metrics: dict[str, float], export: Callable[[str], str], artifact: str) -> None:
+    """Into the active MLflow run: ``metrics``, the SFT record's best-epoch metrics and (when the
+    adapter was tuned in this run, not reused) its tuning seconds, then the directory ``export``
+    writes into a temporary folder, as the ``artifact`` artifacts."""
+    import mlflow
+
+    tuned_here = bool(sft["history"])  # (an adapter reused from an earlier run has its own record)
+    mlflow.log_metrics({
+        **metrics,
+        **({"sft_seconds": float(sft["seconds"])} if tuned_here else {}),
+        **{f"sft_{k}": float(v) for k, v in sft["best"].items() if isinstance(v, (int, float))},
+    })
+    d = tempfile.mkdtemp(prefix=f"bridgerec-{artifact}-")
+    try:
+        mlflow.log_artifacts(export(d), artifact)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
