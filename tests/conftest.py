@@ -95,3 +95,55 @@ def llm_config(tiny_config):
     cfg.llm = cfg.llm.model_validate({**cfg.llm.model_dump(), **LLM_TEST_OVERRIDES,
                                       "tiny": {**cfg.llm.tiny.model_dump(), **LLM_TEST_OVERRIDES["tiny"]}})
     return cfg
+
+
+@pytest.fixture(scope="session")
+def llama4rec_domain(tiny_dataset, tmp_path_factory):
+    """Llama4Rec's domain model on the tiny world, with signal: item vectors from the training
+    co-occurrence (SVD, 8 dimensions), user vectors the mean of their training items'."""
+    import numpy as np
+
+    from bridgerec.data.dataset import DatasetDir
+
+    dataset = DatasetDir(tiny_dataset)
+    u, i = dataset.pairs("train")
+    m = np.zeros((dataset.n_users, dataset.n_items), np.float32)
+    m[u, i] = 1.0
+    _, s, vt = np.linalg.svd(m, full_matrices=False)
+    items = (vt[:8].T * np.sqrt(s[:8])).astype(np.float32)
+    users = (m @ items / np.maximum(m.sum(1, keepdims=True), 1)).astype(np.float32)
+    path = tmp_path_factory.mktemp("llama4rec") / "domain.npz"
+    np.savez(path, user_emb=users, item_emb=items)
+    return users, items, str(path)
+
+
+@pytest.fixture(scope="session")
+def llama4rec_cfg(llm_config, llama4rec_domain):
+    """A small Llama4Rec run: LoRA on every projection of the tiny backbone, 160 listwise examples
+    of 5 candidates, 2 DDP workers, 4 epochs (its rankings parse; tests/llm/test_llama4rec.py)."""
+    from bridgerec.config import Config
+
+    return Config.model_validate({
+        **llm_config.model_dump(), "run_name": "llama4rec-workflow", "tracking": {"enabled": False},
+        "llm": {**llm_config.llm.model_dump(), "engine": "hf",
+                "lora": {**llm_config.llm.lora.model_dump(), "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                                "gate_proj", "up_proj", "down_proj"]}},
+        "method": {"name": "llama4rec", "llama4rec": {"domain_run": llama4rec_domain[2], "train_samples": 160,
+                                                      "n_candidates": 5, "history_len": 5, "max_prompt_tokens": 200,
+                                                      "max_new_tokens": 24, "alpha_grid": [0.1, 0.5, 0.9],
+                                                      "select_metric": "ndcg@5"}},
+        "train": {**llm_config.train.model_dump(), "num_workers": 2, "strategy": "ddp", "batch_size": 8, "epochs": 4,
+                  "lr": 1e-2},
+        "eval": {**llm_config.eval.model_dump(), "ks": [3, 5, 20]},
+    })
+
+
+@pytest.fixture(scope="session")
+def llama4rec_run(ray_session, llama4rec_cfg, tiny_dataset):
+    """(the tuned run's result, its log lines), once per session: the method's tests and the
+    serving tests (which serve its export) share it."""
+    from bridgerec.data.dataset import DatasetDir
+    from bridgerec.workflows.llama4rec import run_llama4rec
+
+    lines = []
+    return run_llama4rec(llama4rec_cfg, DatasetDir(tiny_dataset), log=lines.append), lines

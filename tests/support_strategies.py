@@ -1,7 +1,7 @@
 """Serving strategies used only by the fallback tests: an LLM-backed strategy whose LLM side sleeps
 past its budget, and one pointed at an LLM handle the app does not have (so the call raises).
 Both must fall back to ``domain``; registered into the test app through ``RecommenderArgs.strategies``.
-Also the real ``bigrec`` strategy routed to an LLM deployment that is down."""
+Also the real ``bigrec`` and ``llama4rec`` strategies routed to an LLM deployment that is down."""
 
 from __future__ import annotations
 
@@ -46,3 +46,14 @@ async def _bigrec_llm_down(ctx: StrategyContext, q: Query) -> Ranked:
 
 BIGREC_LLM_DOWN = Strategy(_bigrec_llm_down, budget_s=10.0, needs=("llm", "grounder"))
 """The real ``bigrec`` strategy routed to an LLM that is down (the fallback test of the bigrec strategy)."""
+
+
+async def _llama4rec_llm_down(ctx: StrategyContext, q: Query) -> Ranked:
+    from bridgerec.serving.llama4rec import LLAMA4REC
+
+    down = StrategyContext({**ctx.handles, "llm": _UnavailableLLM(ctx.handle("llm"))}, ctx.catalog, ctx.args)
+    return await LLAMA4REC.fn(down, q)
+
+
+LLAMA4REC_LLM_DOWN = Strategy(_llama4rec_llm_down, budget_s=10.0, needs=("llm", "retriever"))
+"""The real ``llama4rec`` strategy routed to an LLM that is down."""

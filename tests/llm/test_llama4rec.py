@@ -9,38 +9,15 @@ import pytest
 
 from bridgerec.config import Config
 
-D = 8
+
+@pytest.fixture(scope="module")
+def domain(llama4rec_domain):
+    return llama4rec_domain
 
 
 @pytest.fixture(scope="module")
-def domain(dataset, tmp_path_factory):
-    """A domain model with signal: item vectors from the training co-occurrence (SVD), user
-    vectors the mean of their training items'."""
-    u, i = dataset.pairs("train")
-    m = np.zeros((dataset.n_users, dataset.n_items), np.float32)
-    m[u, i] = 1.0
-    _, s, vt = np.linalg.svd(m, full_matrices=False)
-    items = (vt[:D].T * np.sqrt(s[:D])).astype(np.float32)
-    users = (m @ items / np.maximum(m.sum(1, keepdims=True), 1)).astype(np.float32)
-    path = tmp_path_factory.mktemp("llama4rec") / "domain.npz"
-    np.savez(path, user_emb=users, item_emb=items)
-    return users, items, str(path)
-
-
-@pytest.fixture(scope="module")
-def l4r_cfg(llm_config, domain):
-    return Config.model_validate({
-        **llm_config.model_dump(), "run_name": "llama4rec-workflow", "tracking": {"enabled": False},
-        "llm": {**llm_config.llm.model_dump(), "engine": "hf",
-                "lora": {**llm_config.llm.lora.model_dump(), "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                                "gate_proj", "up_proj", "down_proj"]}},
-        "method": {"name": "llama4rec", "llama4rec": {"domain_run": domain[2], "train_samples": 160, "n_candidates": 5,
-                                                      "history_len": 5, "max_prompt_tokens": 200, "max_new_tokens": 24,
-                                                      "alpha_grid": [0.1, 0.5, 0.9], "select_metric": "ndcg@5"}},
-        "train": {**llm_config.train.model_dump(), "num_workers": 2, "strategy": "ddp", "batch_size": 8, "epochs": 4,
-                  "lr": 1e-2},
-        "eval": {**llm_config.eval.model_dump(), "ks": [3, 5, 20]},
-    })
+def l4r_cfg(llama4rec_cfg):
+    return llama4rec_cfg
 
 
 def _titles(dataset):
@@ -146,11 +123,8 @@ def test_llama4rec_config_errors_name_the_key(l4r_cfg, dataset):
 
 
 @pytest.fixture(scope="module")
-def outcome(ray_session, l4r_cfg, dataset):
-    from bridgerec.workflows.llama4rec import run_llama4rec
-
-    lines = []
-    return run_llama4rec(l4r_cfg, dataset, log=lines.append), lines
+def outcome(llama4rec_run):
+    return llama4rec_run
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from bridgerec.methods.base import Method
 from bridgerec.methods.llama4rec_core import aggregate_ranking, parse_ranking
 from bridgerec.models.base import Batch
 
-__all__ = ["Llama4Rec", "Rankings", "generate_rankings", "encode_ranking_examples",
+__all__ = ["Llama4Rec", "Rankings", "generate_rankings", "encode_ranking_examples", "token_counter",
            "to_domain_positions"]
 
 
@@ -75,6 +75,14 @@ class Llama4Rec(Method):
 
 
 # ----------------------------------------------------------------------------- the LLM side
+
+
+def token_counter(tokenizer: Any, chat: Any = None) -> Callable[[str], int]:
+    """``count(text)``: the tokens a prompt takes once rendered for the engine (the token budget's
+    measure, the same in tuning, evaluation and serving)."""
+    from bridgerec.llm.prompts import PLAIN, encode_prompt, engine_text
+
+    return lambda text: len(encode_prompt(tokenizer, engine_text(text, chat or PLAIN)))
 
 
 def encode_ranking_examples(tokenizer: Any, prompts: Sequence[Any], *, chat: Any = None,

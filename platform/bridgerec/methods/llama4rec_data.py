@@ -35,8 +35,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["RankingPrompt", "similar_users", "top_n", "domain_order", "ranking_examples", "heldout_prompts",
-           "render", "answer_order"]
+__all__ = ["RankingPrompt", "similar_users", "nearest_users", "similar_items", "top_n", "domain_order",
+           "ranking_examples", "heldout_prompts", "shown_prompt", "render", "answer_order"]
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,18 @@ def top_n(scores: np.ndarray, n: int) -> np.ndarray:
 
 def similar_users(user_emb: np.ndarray, uids: np.ndarray, n: int) -> np.ndarray:
     """(len(uids), n) most similar users by cosine, the user itself excluded (ties by id)."""
+    uids = np.asarray(uids, np.int64)
+    return nearest_users(user_emb, np.asarray(user_emb, np.float32)[uids], n, uids)
+
+
+def nearest_users(user_emb: np.ndarray, queries: np.ndarray, n: int, exclude: Optional[np.ndarray] = None) -> np.ndarray:
+    """(len(queries), n) users nearest each query vector by cosine (ties by id); ``exclude[row]``
+    (a user id, or -1 for none) is left out of that row -- the user asking, when known."""
     u = _normalize(np.asarray(user_emb, np.float32))
-    sims = u[uids] @ u.T  # (B, U)
-    sims[np.arange(len(uids)), uids] = -np.inf
+    sims = _normalize(np.asarray(queries, np.float32)) @ u.T  # (B, U)
+    if exclude is not None:
+        rows = np.flatnonzero(np.asarray(exclude) >= 0)
+        sims[rows, np.asarray(exclude)[rows]] = -np.inf
     return top_n(sims, n)
 
 
@@ -82,10 +91,12 @@ def domain_order(user_emb: np.ndarray, item_emb: np.ndarray, uid: int, masked: S
     return top_n(scores, n)[0]
 
 
-def _similar_items(indptr: np.ndarray, items: np.ndarray, sim_row: np.ndarray, per_user: int, own: set[int]) -> list[int]:
+def similar_items(indptr: np.ndarray, items: np.ndarray, sim_row: Sequence[int], per_user: int, own: set[int]) -> list[int]:
+    """The ``per_user`` most recent items of each similar user (CSR ``indptr``/``items``, oldest
+    first), in that order, without repeats or the user's ``own`` items."""
     out: list[int] = []
     seen = set(own)
-    for v in sim_row.tolist():
+    for v in np.asarray(sim_row, np.int64).tolist():
         for i in items[max(indptr[v], indptr[v + 1] - per_user):indptr[v + 1]].tolist():
             if i not in seen:
                 seen.add(i)
@@ -129,7 +140,7 @@ def ranking_examples(indptr: np.ndarray, items: np.ndarray, user_emb: np.ndarray
         scores = np.asarray(item_emb, np.float32)[cands] @ np.asarray(user_emb[u], np.float32)
         dom = tuple(cands[k] for k in np.lexsort((np.arange(len(cands)), -scores)))
         shown = tuple(cands[k] for k in rng.permutation(len(cands)))
-        similar = _similar_items(indptr, items, sims[row], similar_history, known | {target}) if augment else []
+        similar = similar_items(indptr, items, sims[row], similar_history, known | {target}) if augment else []
         out.append(RankingPrompt(u, tuple(int(i) for i in before[-history_len:]), tuple(similar), shown, dom, target))
     return out
 
@@ -146,13 +157,21 @@ def heldout_prompts(indptr: np.ndarray, items: np.ndarray, train_indptr: np.ndar
     out = []
     for row, u in enumerate(uids.tolist()):
         seq = items[indptr[u]:indptr[u + 1]]
-        dom = tuple(int(i) for i in domain_order(user_emb, item_emb, u, seq, n_candidates))
-        rng = np.random.default_rng([seed, u])
-        shown = tuple(dom[k] for k in rng.permutation(len(dom)))
-        known = set(seq.tolist())
-        similar = _similar_items(train_indptr, train_items, sims[row], similar_history, known) if augment else []
-        out.append(RankingPrompt(u, tuple(int(i) for i in seq[-history_len:]), tuple(similar), shown, dom))
+        dom = [int(i) for i in domain_order(user_emb, item_emb, u, seq, n_candidates)]
+        similar = similar_items(train_indptr, train_items, sims[row], similar_history, set(seq.tolist())) if augment else []
+        out.append(shown_prompt(u, [u], seq[-history_len:], similar, dom, seed))
     return out
+
+
+def shown_prompt(uid: int, key: Sequence[int], history: Sequence[int], similar: Sequence[int], domain: Sequence[int],
+                 seed: int = 0) -> RankingPrompt:
+    """An unrendered prompt whose candidates are ``domain`` (the domain model's order, best first)
+    shown in the shuffle seeded by ``(seed, *key)``: evaluation and serving key a known user by
+    their id, so a user sees the same list in both."""
+    rng = np.random.default_rng([int(seed), *[int(k) for k in key]])
+    dom = tuple(int(i) for i in domain)
+    shown = tuple(dom[k] for k in rng.permutation(len(dom)))
+    return RankingPrompt(int(uid), tuple(int(i) for i in history), tuple(int(i) for i in similar), shown, dom)
 
 
 def answer_order(p: RankingPrompt) -> list[int]:

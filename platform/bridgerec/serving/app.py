@@ -167,6 +167,8 @@ class RecommendResponse(BaseModel):
     fallback: bool = False
     fallback_reason: Optional[str] = None
     generated: Optional[str] = Field(None, description="what an LLM strategy generated (e.g. the title it grounded)")
+    details: Optional[dict[str, Any]] = Field(None, description="a strategy's own figures (llama4rec: alpha_u, the user's "
+                                              "long-tail weight, ell_u, known_items and the LLM's order llm_order)")
     model: dict[str, Optional[str]]
     items: list[Item]
 
@@ -421,7 +423,7 @@ class Recommender:
         items = [Item(rank=r, item_id=str(self.catalog.item_ids[i]), title=str(self.catalog.titles[i]), score=float(s))
                  for r, (i, s) in enumerate(zip(ranked.iids, ranked.scores), 1)]
         return RecommendResponse(request_id=request.state.request_id, strategy=ranked.strategy, fallback=ranked.fallback,
-                                 fallback_reason=ranked.reason, generated=ranked.generated,
+                                 fallback_reason=ranked.reason, generated=ranked.generated, details=ranked.details,
                                  model=self.catalog.version.as_dict(), items=items)
 
 
@@ -430,8 +432,12 @@ def build_app(args: RecommenderArgs | dict) -> Any:
     args = args if isinstance(args, RecommenderArgs) else RecommenderArgs(**args)
     from bridgerec.serving.bigrec import apply_bigrec_run, check_grounding_encoder
     from bridgerec.serving.bundle import bundle_meta, pin_bundle
+    from bridgerec.serving.exports import one_adapter
+    from bridgerec.serving.llama4rec import apply_llama4rec_run
 
+    one_adapter(args)
     args = apply_bigrec_run(args)  # strategy_args.bigrec.run: the run's adapter, gamma and prompt settings
+    args = apply_llama4rec_run(args)  # strategy_args.llama4rec.run: its adapter, prompt settings and alpha rule
     bundle = pin_bundle(args.model, args.tracking_uri)
     if args.strategy_args.get("bigrec", {}).get("encoder"):  # set from a run: its items must be embedded alike
         check_grounding_encoder(args.strategy_args["bigrec"], bundle_meta(bundle))

@@ -26,11 +26,7 @@ beam search is served greedy (one title per request), which the deploy log says.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -40,6 +36,7 @@ import torch
 from bridgerec.llm.engine import GenerationParams
 from bridgerec.llm.prompts import parse_next_item
 from bridgerec.methods.bigrec_core import reweighted_scores, row_minmax
+from bridgerec.serving.exports import adapter_llm, read_export
 from bridgerec.serving.llm import LLMClient, next_item_request
 from bridgerec.serving.strategies import Query, Ranked, Strategy, StrategyContext
 
@@ -93,34 +90,8 @@ class BIGRecExport:
 
 def load_bigrec_export(source: str, tracking_uri: Optional[str] = None) -> BIGRecExport:
     """Read a bigrec run's export: ``runs:/RUN`` or ``runs:/RUN/bigrec`` (downloaded once) or a local directory."""
-    from bridgerec._config_base import ConfigError
-
-    key = "strategy_args.bigrec.run"
-    local = source
-    if source.startswith("runs:/"):
-        import mlflow
-
-        uri = source.rstrip("/")
-        if uri.count("/") == 1:  # runs:/RUN: the export is its bigrec/ artifacts
-            uri += "/bigrec"
-        # one stable place per run: loading the same export again replaces it instead of piling up copies
-        dst = os.path.join(tempfile.gettempdir(), "bridgerec-bigrec-exports", re.sub(r"[^A-Za-z0-9_.-]+", "_", uri[6:]))
-        shutil.rmtree(dst, ignore_errors=True)
-        os.makedirs(dst)
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, dst_path=dst)
-        except Exception as exc:  # unknown run, no such artifact, unreachable server
-            raise ConfigError(f"{key}={source}: cannot download the run's bigrec export ({exc})") from None
-    elif not os.path.isdir(source):
-        raise ConfigError(f"{key}={source}: neither runs:/RUN nor a directory")
-    meta_path, adapter = os.path.join(local, "bigrec.json"), os.path.join(local, "adapter")
-    if not (os.path.exists(meta_path) and os.path.isdir(adapter)):
-        raise ConfigError(f"{key}={source}: no bigrec.json and adapter/ there (not a bigrec run's export?)")
-    with open(meta_path) as fh:
-        meta = json.load(fh)
-    if "serving" not in meta:
-        raise ConfigError(f"{key}={source}: logged before runs exported their serving settings; train it again")
-    return BIGRecExport(source, os.path.abspath(adapter), float(meta["gamma"]), meta["serving"])
+    local, meta = read_export(source, "bigrec", tracking_uri)
+    return BIGRecExport(source, os.path.abspath(os.path.join(local, "adapter")), float(meta["gamma"]), meta["serving"])
 
 
 def apply_bigrec_run(args, log=print):
@@ -129,7 +100,6 @@ def apply_bigrec_run(args, log=print):
     with its prompt settings, history length and title length, and ``gamma`` defaults to the run's.
     Refuses what the strategy cannot serve as measured (see the module docstring)."""
     from bridgerec._config_base import ConfigError
-    from bridgerec.serving.llm import LLMArgs
 
     settings = dict(args.strategy_args.get("bigrec", {}))
     if not settings.get("run"):
@@ -144,17 +114,8 @@ def apply_bigrec_run(args, log=print):
                           "reweighting only (train with method.bigrec.reweight=popularity)")
     if s.get("num_beams", 1) > 1:
         log(f"[serve] bigrec: the run used {s['num_beams']} beams; served greedy, one title per request")
-    if args.llm is None:
-        if s["backbone"] == "tiny":
-            raise ConfigError(f"{key}: the run's backbone is the tiny one built from its dataset; give llm.model "
-                              "(its directory, <work_dir>/models/tiny-<hash>)")
-        llm = LLMArgs(model=s["backbone"])
-    else:
-        llm = args.llm
-    llm_settings = {**llm.settings, "chat_template": s["chat_template"], "prompt_version": s["prompt_version"],
-                    "lora": {**llm.settings.get("lora", {}), "adapter": export.adapter_dir}}
-    llm = llm.model_copy(update={"settings": llm_settings, "history_len": int(s["history_len"]),
-                                 "max_tokens": int(s["max_new_tokens"])})
+    llm = adapter_llm(args.llm, s, export.adapter_dir, key, history_len=int(s["history_len"]),
+                      max_tokens=int(s["max_new_tokens"]))
     settings.setdefault("gamma", export.gamma)
     settings["encoder"] = {k: s["encoder"].get(k) for k in ENCODER_KEYS}
     log(f"[serve] bigrec: serving {export.source} (adapter on {llm.model}, gamma {settings['gamma']:g}, "

@@ -62,6 +62,11 @@ class Retriever:
     def item_vector_topk(self, iid: int, k: int) -> tuple[list[int], list[float]]:
         return self.searcher.similar(iid, k)
 
+    def similar_users(self, uid: Optional[int], history: list[int], n: int) -> list[int]:
+        """The ``n`` users nearest this one by cosine of the bundle's user vectors (a known user's
+        own vector, else the history's query vector; the user left out)."""
+        return self.searcher.similar_users(uid, history, n)
+
     def stats(self) -> dict[str, Any]:
         sizes = list(self.batch_sizes)
         return {"batches": self.n_batches, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,

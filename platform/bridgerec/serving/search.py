@@ -75,6 +75,15 @@ class DomainSearcher:
             out.append((ids[row, :k][keep].tolist(), scores[row, :k][keep].astype(float).tolist()))
         return out
 
+    def similar_users(self, uid: Optional[int], history: Sequence[int], n: int) -> list[int]:
+        """Users nearest the query vector of ``(uid, history)`` by cosine, ``uid`` left out (Llama4Rec's
+        prompt augmentation: the same rule as :func:`~bridgerec.methods.llama4rec_data.similar_users`)."""
+        from bridgerec.methods.llama4rec_data import nearest_users
+
+        query = self.user_vectors([(uid, list(history), 0, [])])
+        exclude = np.asarray([-1 if uid is None else int(uid)])
+        return [int(v) for v in nearest_users(self.user_emb, query, n, exclude)[0]]
+
     def similar(self, iid: int, k: int) -> tuple[list[int], list[float]]:
         """Items nearest item ``iid`` by inner product of item embeddings (itself excluded)."""
         ids, scores = self.index.search(self.item_emb[iid : iid + 1], k, np.array([0, 1]), np.array([iid]))

@@ -43,6 +43,7 @@ class Ranked:
     fallback: bool = False
     reason: Optional[str] = None
     generated: Optional[str] = None  # what an LLM strategy generated (e.g. the title it grounded)
+    details: Optional[dict[str, Any]] = None  # a strategy's own figures (llama4rec: alpha_u, the LLM's order)
 
 
 @dataclass
@@ -86,7 +87,8 @@ def _check(name: str, obj: Any) -> None:
 
 STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check,
                                           lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND",
-                                                "bigrec": "bridgerec.serving.bigrec:BIGREC"})
+                                                "bigrec": "bridgerec.serving.bigrec:BIGREC",
+                                                "llama4rec": "bridgerec.serving.llama4rec:LLAMA4REC"})
 
 
 async def _domain(ctx: StrategyContext, q: Query) -> Ranked:

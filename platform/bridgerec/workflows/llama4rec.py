@@ -76,12 +76,6 @@ def _check(cfg: Config) -> None:
                           f"({cfg.eval.ks})")
 
 
-def _counter(tokenizer, chat):
-    from bridgerec.llm.prompts import encode_prompt, engine_text
-
-    return lambda text: len(encode_prompt(tokenizer, engine_text(text, chat)))
-
-
 def instruction_prompts(cfg: Config, data: DatasetDir, domain, view, count=None) -> list:
     """The rendered listwise training examples (read from the TRAINING split only)."""
     from bridgerec.methods.llama4rec_data import ranking_examples, render
@@ -97,11 +91,11 @@ def instruction_prompts(cfg: Config, data: DatasetDir, domain, view, count=None)
 
 
 def _tune(cfg: Config, data: DatasetDir, domain, backbone, tokenizer, chat, view, log):
-    from bridgerec.methods.llama4rec import encode_ranking_examples
+    from bridgerec.methods.llama4rec import encode_ranking_examples, token_counter
     from bridgerec.training.sft import train_sft
 
     c = cfg.method.llama4rec
-    rendered = instruction_prompts(cfg, data, domain, view, _counter(tokenizer, chat))
+    rendered = instruction_prompts(cfg, data, domain, view, token_counter(tokenizer, chat))
     n_valid = max(1, len(rendered) // 10) if len(rendered) >= 10 else 0
     rows = encode_ranking_examples(tokenizer, rendered, chat=chat)
     log(f"[llama4rec] step 1: LoRA instruction tuning of {cfg.llm.model} on {len(rows) - n_valid} listwise examples "
@@ -131,11 +125,11 @@ def heldout(cfg: Config, data: DatasetDir, domain, split: str):
 
 
 def _rank(cfg: Config, data: DatasetDir, domain, engine, tokenizer, chat, view, split: str) -> SplitRankings:
-    from bridgerec.methods.llama4rec import generate_rankings, to_domain_positions
+    from bridgerec.methods.llama4rec import generate_rankings, to_domain_positions, token_counter
     from bridgerec.methods.llama4rec_data import render
 
     c = cfg.method.llama4rec
-    count = _counter(tokenizer, chat)
+    count = token_counter(tokenizer, chat)
     prompts = [render(p, view, augment=c.prompt_aug, version=cfg.llm.prompt_version, count=count,
                       max_tokens=c.max_prompt_tokens) for p in heldout(cfg, data, domain, split)]
     r = generate_rankings(engine, prompts, chat, c.max_new_tokens)
@@ -268,6 +262,7 @@ def export_llama4rec(res: Llama4RecResult, cfg: Config, out_dir: str) -> str:
         json.dump({"choice": res.choice, "table": res.table, "alpha_rule": rule, "sft_history": res.sft["history"],
                    "serving": {"backbone": cfg.llm.model, "chat_template": cfg.llm.chat_template,
                                "prompt_version": cfg.llm.prompt_version, "domain_run": c.domain_run,
+                               "seed": cfg.train.seed,
                                **c.model_dump(include={"n_candidates", "history_len", "prompt_aug", "n_similar",
                                                        "similar_history", "max_prompt_tokens", "max_new_tokens"})}},
                   fh, indent=2)
