@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve a bigrec run as the bigrec strategy: runs:/RUN_ID (its bigrec/ export: the LoRA adapter, "
                         "merged into the backbone once, with the run's gamma, prompt settings and history length); "
                         "the LLM deployment is the run's backbone unless --llm names it")
+    p.add_argument("--llama4rec-run", default=None, metavar="URI",
+                   help="serve a llama4rec run as the llama4rec strategy: runs:/RUN_ID (its llama4rec/ export: the LoRA "
+                        "adapter, the alpha rule and the prompt settings); the LLM reranks the domain model's candidates. "
+                        "One app serves one run's adapter")
     p.add_argument("--reload", action="store_true", help="redeploy the running app on RAY_ADDRESS and exit")
     p.add_argument("--no-block", action="store_true", help="deploy, print the URL and exit (the app lives as long as the cluster)")
     _add_verbose(p)
@@ -353,10 +357,11 @@ def _serve(args: argparse.Namespace, tracking_uri: str) -> int:
         llm = dict(extra.get("llm") or {})
         llm.update({k: v for k, v in (("model", args.llm), ("engine", args.llm_engine)) if v})
         extra["llm"] = llm
-    if args.bigrec_run:
-        strategy_args = dict(extra.get("strategy_args") or {})
-        strategy_args["bigrec"] = {**(strategy_args.get("bigrec") or {}), "run": args.bigrec_run}
-        extra["strategy_args"] = strategy_args
+    for method, run in (("bigrec", args.bigrec_run), ("llama4rec", args.llama4rec_run)):
+        if run:
+            strategy_args = dict(extra.get("strategy_args") or {})
+            strategy_args[method] = {**(strategy_args.get(method) or {}), "run": run}
+            extra["strategy_args"] = strategy_args
     try:
         app_args = RecommenderArgs(**{"tracking_uri": tracking_uri, **extra, "model": args.model})
     except ValidationError as exc:

@@ -151,7 +151,8 @@ async def _llama4rec(ctx: StrategyContext, q: Query) -> Ranked:
     if not dom:
         return Ranked([], [], "llama4rec")
     similar = await _similar(ctx, q, s, set(known))
-    key = [q.uid] if q.uid is not None else [-1, *known[-s.history_len:]]
+    # a known user's shuffle is the one evaluation showed; an unknown one's is keyed by the history sent
+    key = [q.uid] if q.uid is not None else [ctx.catalog.n_users, *known[-s.history_len:]]
     titles = ctx.catalog.titles
     p = render(shown_prompt(-1 if q.uid is None else q.uid, key, known[-s.history_len:], similar, dom, s.seed),
                lambda i: ItemView(int(i), str(titles[i])), augment=s.prompt_aug,
