@@ -461,6 +461,9 @@ def main() -> None:
                    help="llama4rec suite: backbones, comma-separated (tiny, smollm2; the first gets --seeds, the others one)")
     p.add_argument("--llama4rec-ablations", action=argparse.BooleanOptionalAction, default=True,
                    help="llama4rec suite: run the ablation rows (default: yes)")
+    p.add_argument("--llama4rec-tasks", type=lambda v: v.split(","), default=["ranking", "rating"],
+                   help="llama4rec suite: tasks, comma-separated (ranking: direct recommendation on LightGCN; rating: "
+                        "rating prediction on biased MF, one seed, the first backbone)")
     p.add_argument("--bdlm", type=lambda v: v.split(","), default=["tiny", "smollm2"],
                    help="bdlm suite: backbones, comma-separated (tiny, smollm2; the first gets --seeds, the others one)")
     p.add_argument("--bdlm-domains", type=lambda v: v.split(","), default=["lightgcn", "mf"],

@@ -17,6 +17,7 @@ def _all_prompts() -> list[P.Prompt]:
         P.item_profile_prompt(TARGET, HISTORY, 12),
         P.next_item_prompt(HISTORY),
         P.ranking_prompt(HISTORY, [TARGET, HISTORY[0]], similar=[HISTORY[1]], hint=[TARGET]),
+        P.rating_prompt(HISTORY, TARGET, scale=(1, 5)),
         P.pair_preference_prompt(HISTORY, TARGET, HISTORY[0]),
         P.attribute_prompt(TARGET, "text", {}),
         P.bdlm_prompt(4, HISTORY),
@@ -31,6 +32,22 @@ def test_every_kind_renders_without_trailing_whitespace_and_lists_its_items():
     assert prompts[0].iids == (3, 7)
     assert set(prompts[3].iids) == {3, 7, 9}
     assert '"The Galaxy Rocket #3" (rating 5): A story about the galaxy' in prompts[0].text
+
+
+def test_the_rating_prompt_shows_ratings_and_keeps_the_tiny_tokenizer_corpus():
+    """The rating template is left out of the tiny tokenizer's corpus (adding it would change the
+    tiny backbone every pinned figure stands on): that is sound only while each of its words is
+    already in the corpus."""
+    import re
+
+    p = P.rating_prompt(HISTORY, TARGET, scale=(1, 5))
+    assert '"Bread and the Oven #7" (rating 2)' in p.text and '"Beyond the Orbit #9"' in p.text
+    assert "from 1 to 5" in p.text and p.iids == (3, 7, 9) and P.rating_target(4.0) == " 4"
+    words = lambda text: set(re.findall(r"[A-Za-z']+|\d|[^\sA-Za-z\d]", re.sub(r"\{\w+\}", " ", text)))
+    corpus = words(" ".join(P.template_corpus()))
+    for v in P.PROMPT_VERSIONS:
+        for kind in P.CORPUS_EXCLUDED:
+            assert words(P._TEMPLATES[v][kind]) <= corpus, (kind, words(P._TEMPLATES[v][kind]) - corpus)
 
 
 def test_unknown_version_is_rejected():

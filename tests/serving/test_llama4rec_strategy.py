@@ -194,6 +194,10 @@ def test_llama4rec_settings_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="no llama4rec.json"):
         apply_llama4rec_run(args.model_copy(update={"strategy_args": {"llama4rec": {"run": str(tmp_path)}}}),
                             log=lambda m: None)
+    plain = RecommenderArgs(model=str(tmp_path))
+    assert "llama4rec" not in apply_llama4rec_run(plain, log=lambda m: None).strategies  # listed only when configured
+    fixed = apply_llama4rec_run(plain.model_copy(update={"strategy_args": {"llama4rec": {"alpha": 0.3}}}))
+    assert fixed.strategies["llama4rec"] == "bridgerec.serving.llama4rec:LLAMA4REC"
     two = RecommenderArgs(model=str(tmp_path), llm=LLMArgs(model=str(tmp_path)),
                           strategy_args={"llama4rec": {"run": "runs:/a"}, "bigrec": {"run": "runs:/b"}})
     with pytest.raises(ConfigError, match="one run's adapter"):

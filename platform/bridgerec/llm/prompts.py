@@ -42,6 +42,9 @@ __all__ = [
     "parse_next_item",
     "ranking_prompt",
     "ranking_target",
+    "rating_prompt",
+    "rating_target",
+    "CORPUS_EXCLUDED",
     "pair_preference_prompt",
     "PAIR_CHOICES",
     "attribute_prompt",
@@ -163,6 +166,13 @@ _TEMPLATES: dict[str, dict[str, str]] = {
             "Answer with the candidate numbers in order, separated by commas.\n"
             "Ranking:"
         ),
+        "rating": (
+            "A user interacted with these items:\n{history}\n"
+            "Write the rating of this item for the user.\n"
+            'Item: "{title}"\n'
+            "Answer with a rating from {low} to {high}.\n"
+            "Answer:"
+        ),
         "ranking_similar": "Users with similar taste recently chose:\n{similar}\n",
         "ranking_hint": "A recommender model suggests, in order:\n{hint}\n",
         "pair": (
@@ -185,7 +195,8 @@ _TEMPLATES: dict[str, dict[str, str]] = {
 
 PROMPT_VERSIONS: tuple[str, ...] = tuple(_TEMPLATES)
 """Known template versions (config key llm.prompt_version)."""
-PROMPT_KINDS: tuple[str, ...] = ("user_profile", "item_profile", "next_item", "ranking", "pair", "attribute", "bdlm")
+PROMPT_KINDS: tuple[str, ...] = ("user_profile", "item_profile", "next_item", "ranking", "rating", "pair", "attribute",
+                                 "bdlm")
 """Prompt kinds; every version defines all of them."""
 
 
@@ -296,6 +307,21 @@ def ranking_prompt(history: Sequence[ItemView], candidates: Sequence[ItemView], 
     return Prompt(text, "ranking", version, iids)
 
 
+def rating_prompt(history: Sequence[ItemView], item: ItemView, *, scale: tuple[float, float] = (1, 5),
+                  version: str = "v1") -> Prompt:
+    """Llama4Rec's rating prediction: the user's items with their ratings, then the item to rate
+    on the rating ``scale`` (low, high)."""
+    text = _template(version, "rating").format(history=_history_lines(history, 0), title=item.title,
+                                               low=f"{scale[0]:g}", high=f"{scale[1]:g}")
+    return Prompt(text, "rating", version, tuple(int(h.iid) for h in history) + (int(item.iid),))
+
+
+def rating_target(rating: float) -> str:
+    """The answer of a rating example (" 4"); its inverse is
+    :func:`bridgerec.methods.llama4rec_core.parse_rating`."""
+    return f" {rating:g}"
+
+
 def ranking_target(order: Sequence[int]) -> str:
     """Listwise answer: the 1-based candidate numbers in order after one space (" 3, 1, 2"); the
     inverse is :func:`bridgerec.methods.llama4rec_core.parse_ranking`."""
@@ -372,12 +398,19 @@ def encode_example(tokenizer: Any, prompt: str, target: str, *, add_eos: bool = 
     }
 
 
+CORPUS_EXCLUDED = ("rating",)
+"""Templates left out of :func:`template_corpus`: every word of theirs is already in it (a test
+checks), and adding them would change the tiny tokenizer and backbone every pinned figure was
+measured on."""
+
+
 def template_corpus(version: Optional[str] = None) -> list[str]:
     """The fixed words of every template (part of the tiny tokenizer's training text)."""
     versions = [version] if version else list(PROMPT_VERSIONS)
     out = []
     for v in versions:
-        for tpl in _TEMPLATES[v].values():
-            out.append(tpl.replace("{", " ").replace("}", " "))
+        for kind, tpl in _TEMPLATES[v].items():
+            if kind not in CORPUS_EXCLUDED:
+                out.append(tpl.replace("{", " ").replace("}", " "))
     out.append(" ".join(PAIR_CHOICES) + " 0 1 2 3 4 5 6 7 8 9 , rating")
     return out

@@ -206,6 +206,11 @@ class BDLMConfig(Section):
 
 
 class Llama4RecConfig(Section):
+    task: Literal["ranking", "rating"] = "ranking"
+    """`ranking` = direct recommendation: the LLM reranks the domain model's top candidates;
+    `rating` = rating prediction: the LLM rates each held-out (user, item) from the user's rated
+    history, blended with a rating domain model's prediction (domain_run: an MF run with
+    model.objective=rating); reported as RMSE/MAE, α chosen on validation RMSE."""
     domain_run: Optional[str] = None
     """The trained domain model whose top candidates the LLM reranks (and whose user embeddings
     find the similar users): `runs:/<run id>/model` or `models:/NAME@alias` of a `bridgerec train`
@@ -229,7 +234,7 @@ class Llama4RecConfig(Section):
     """Token budget of one prompt: the oldest history and similar-user items, then the hint, are
     dropped until it fits (the candidates always stay)."""
     max_new_tokens: int = 40
-    """Most tokens of a generated ranking (numbers and commas)."""
+    """Most tokens of a generated ranking (numbers and commas); the rating task generates at most 4."""
     aggregation: Literal["adaptive", "fixed", "llm", "domain"] = "adaptive"
     """How the final order of the candidates is made: `adaptive` = Llama4Rec's per-user α_u from
     the long-tail coefficient (α1, α2 chosen on validation); `fixed` = one α for every user (the

@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["AlphaRule", "long_tail_coefficient", "parse_ranking", "complete_ranking", "aggregate_ranking",
-           "aggregate_rating"]
+__all__ = ["AlphaRule", "long_tail_coefficient", "parse_ranking", "parse_rating", "complete_ranking",
+           "aggregate_ranking", "aggregate_rating"]
 
 GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 """The paper's search grid for α1 and α2."""
@@ -88,6 +88,20 @@ def parse_ranking(text: str, n_candidates: int) -> Optional[list[int]]:
         if 0 <= k < n_candidates and k not in order:
             order.append(k)
     return order or None
+
+
+_RATING = re.compile(r"\d+(?:\.\d+)?")
+
+
+def parse_rating(text: str, low: float, high: float) -> Optional[float]:
+    """The rating an LLM's answer gives: the first number on its first non-empty line, if it lies
+    in the scale [low, high]; None otherwise (unparseable)."""
+    line = next((ln for ln in str(text).splitlines() if ln.strip()), "")
+    m = _RATING.search(line)
+    if m is None:
+        return None
+    value = float(m.group())
+    return value if low <= value <= high else None
 
 
 def complete_ranking(order: Optional[Sequence[int]], n_candidates: int) -> list[int]:

@@ -21,6 +21,10 @@ The response's ``details`` carry ``alpha_u``, the long-tail coefficient ``ell_u`
 count and the LLM's order of the candidates (item ids). An answer that names no candidate, an LLM
 that is down or slower than the budget (10 s): ``domain`` answers and the response says why.
 
+Not built in (an app without its settings has no weight to blend with): an app lists it when
+``strategy_args.llama4rec`` is given (``bridgerec serve --llama4rec-run``), which
+:func:`apply_llama4rec_run` turns into ``strategies: {llama4rec: ...}``.
+
 Settings (``RecommenderArgs.strategy_args.llama4rec``): ``run`` (a llama4rec run's export:
 ``runs:/RUN``, ``runs:/RUN/llama4rec`` or its directory; :func:`apply_llama4rec_run` then serves
 its adapter with its prompt settings and α rule) and any key below, which overrides the run's:
@@ -174,6 +178,7 @@ async def _llama4rec(ctx: StrategyContext, q: Query) -> Ranked:
 
 
 LLAMA4REC = Strategy(_llama4rec, budget_s=10.0, needs=("llm", "retriever"))
+STRATEGY_PATH = "bridgerec.serving.llama4rec:LLAMA4REC"
 """Llama4Rec: the LLM's listwise order of the domain model's candidates blended with α_u (scores: the blended utilities)."""
 
 
@@ -186,10 +191,12 @@ def apply_llama4rec_run(args, log=print):
     import os
 
     settings = dict(args.strategy_args.get("llama4rec", {}))
-    if not settings.get("run"):
-        if "llama4rec" in args.strategy_args:
-            Llama4RecSettings.parse(settings)
+    if "llama4rec" not in args.strategy_args:
         return args
+    strategies = {"llama4rec": STRATEGY_PATH, **args.strategies}  # the app lists it only when it is configured
+    if not settings.get("run"):
+        Llama4RecSettings.parse(settings)
+        return args.model_copy(update={"strategies": strategies})
     source = str(settings["run"])
     local, meta = read_export(source, "llama4rec", args.tracking_uri, need_adapter=False)
     serving, key = meta["serving"], f"strategy_args.llama4rec.run={source}"
@@ -207,4 +214,5 @@ def apply_llama4rec_run(args, log=print):
               else f"fixed alpha {s.alpha:g}")
     log(f"[serve] llama4rec: serving {source} ({'adapter' if os.path.isdir(adapter) else 'untuned backbone'} on "
         f"{llm.model}, {s.n_candidates} candidates, {weight}, prompt augmentation {'on' if s.prompt_aug else 'off'})")
-    return args.model_copy(update={"llm": llm, "strategy_args": {**args.strategy_args, "llama4rec": settings}})
+    return args.model_copy(update={"llm": llm, "strategies": strategies,
+                                   "strategy_args": {**args.strategy_args, "llama4rec": settings}})

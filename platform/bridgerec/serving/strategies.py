@@ -87,8 +87,7 @@ def _check(name: str, obj: Any) -> None:
 
 STRATEGIES: Registry[Strategy] = Registry("serving strategy", "strategy", check=_check,
                                           lazy={"generate-ground": "bridgerec.serving.llm:GENERATE_GROUND",
-                                                "bigrec": "bridgerec.serving.bigrec:BIGREC",
-                                                "llama4rec": "bridgerec.serving.llama4rec:LLAMA4REC"})
+                                                "bigrec": "bridgerec.serving.bigrec:BIGREC"})
 
 
 async def _domain(ctx: StrategyContext, q: Query) -> Ranked:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -92,15 +93,22 @@ def instruction_prompts(cfg: Config, data: DatasetDir, domain, view, count=None)
 
 def _tune(cfg: Config, data: DatasetDir, domain, backbone, tokenizer, chat, view, log):
     from bridgerec.methods.llama4rec import encode_ranking_examples, token_counter
-    from bridgerec.training.sft import train_sft
 
     c = cfg.method.llama4rec
     rendered = instruction_prompts(cfg, data, domain, view, token_counter(tokenizer, chat))
-    n_valid = max(1, len(rendered) // 10) if len(rendered) >= 10 else 0
-    rows = encode_ranking_examples(tokenizer, rendered, chat=chat)
-    log(f"[llama4rec] step 1: LoRA instruction tuning of {cfg.llm.model} on {len(rows) - n_valid} listwise examples "
-        f"({n_valid} held for the validation loss), {c.n_candidates} candidates each, prompt augmentation "
-        f"{'on' if c.prompt_aug else 'off'}, {cfg.train.num_workers} worker(s), {cfg.train.strategy}")
+    return tune_rows(cfg, backbone, tokenizer, encode_ranking_examples(tokenizer, rendered, chat=chat), log,
+                     f"listwise examples, {c.n_candidates} candidates each, prompt augmentation "
+                     f"{'on' if c.prompt_aug else 'off'}")
+
+
+def tune_rows(cfg: Config, backbone, tokenizer, rows: list, log, what: str):
+    """LoRA instruction tuning on encoded ``rows`` (a tenth held for the validation loss) with Ray
+    Train; returns (the SFT result, the number of rows)."""
+    from bridgerec.training.sft import train_sft
+
+    n_valid = max(1, len(rows) // 10) if len(rows) >= 10 else 0
+    log(f"[llama4rec] step 1: LoRA instruction tuning of {cfg.llm.model} on {len(rows) - n_valid} {what} "
+        f"({n_valid} held for the validation loss), {cfg.train.num_workers} worker(s), {cfg.train.strategy}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     res = train_sft(cfg, backbone.path, rows[n_valid:], rows[:n_valid], pad_id=int(pad))
     for h in res.history:
@@ -108,6 +116,30 @@ def _tune(cfg: Config, data: DatasetDir, domain, backbone, tokenizer, chat, view
             f"{h.get('valid_loss', float('nan')):.4f}, {h['tokens_per_s']:.0f} tokens/s, base weights unchanged: "
             f"{'yes' if h.get('frozen_unchanged') == 1.0 else 'NO'}")
     return res, len(rows)
+
+
+@contextmanager
+def tuned_engine(cfg: Config, backbone, adapter_dir: Optional[str], engine=None):
+    """``engine`` when given (the caller's), else an engine (``llm.engine``) of the backbone with
+    ``adapter_dir`` merged into a temporary copy, closed and removed on exit."""
+    from bridgerec.llm.engine import build_engine
+    from bridgerec.llm.lora import merge_adapter
+
+    if engine is not None:
+        yield engine
+        return
+    merged, path = None, backbone.path
+    if adapter_dir is not None:
+        merged = path = tempfile.mkdtemp(prefix="bridgerec-llama4rec-merged-")
+        merge_adapter(backbone.path, adapter_dir, merged, cfg.llm.backbone_dtype)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    own = build_engine(cfg.llm, path)
+    try:
+        yield own
+    finally:
+        own.close()
+        if merged:
+            shutil.rmtree(merged, ignore_errors=True)
 
 
 def heldout(cfg: Config, data: DatasetDir, domain, split: str):
@@ -138,7 +170,7 @@ def _rank(cfg: Config, data: DatasetDir, domain, engine, tokenizer, chat, view, 
                          r.parse_rate, r.per_second, r.raw)
 
 
-def _settings(c) -> list[dict]:
+def alpha_settings(c) -> list[dict]:
     if c.aggregation == "adaptive":
         return [{"aggregation": "adaptive", "alpha1": a1, "alpha2": a2} for a1 in c.alpha_grid for a2 in c.alpha_grid]
     if c.aggregation == "fixed":
@@ -156,7 +188,7 @@ def alphas_for(setting: dict, uids: np.ndarray, n_train: np.ndarray) -> np.ndarr
     return rule.alpha(n_train[uids])
 
 
-def _label(setting: dict) -> str:
+def alpha_label(setting: dict) -> str:
     if setting["aggregation"] == "adaptive":
         return f"alpha1={setting['alpha1']:g} alpha2={setting['alpha2']:g}"
     return f"alpha={setting['alpha']:g}"
@@ -174,8 +206,6 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
     before (step 1 skipped). ``rankings``: an earlier result's ``rankings`` of the same adapter
     (not generated again; the aggregation is redone)."""
     from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
-    from bridgerec.llm.engine import build_engine
-    from bridgerec.llm.lora import merge_adapter
     from bridgerec.llm.prompts import ItemView
     from bridgerec.methods import build_method
     from bridgerec.models import build_model_for_dataset
@@ -201,36 +231,23 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
     splits = ("valid", "test") if test else ("valid",)
     ranked = {s: rankings[s] for s in splits if rankings and s in rankings}
     todo = [s for s in splits if s not in ranked]
-    own = engine is None and bool(todo)
-    merged = None
-    if own:
-        path = backbone.path
-        if adapter_dir is not None:
-            merged = path = tempfile.mkdtemp(prefix="bridgerec-llama4rec-merged-")
-            merge_adapter(backbone.path, adapter_dir, merged, cfg.llm.backbone_dtype)
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        engine = build_engine(cfg.llm, path)
-    try:
-        for s in todo:
-            ranked[s] = _rank(cfg, data, domain, engine, tokenizer, chat, view, s)
-            log(f"[llama4rec] {s}: {len(ranked[s].uids)} rankings, {ranked[s].prompts_per_s:.1f} prompts/s, "
-                f"{ranked[s].parse_rate:.1%} parsed (the rest keep the domain order)")
-    finally:
-        if own:
-            engine.close()
-        if merged:
-            shutil.rmtree(merged, ignore_errors=True)
+    if todo:
+        with tuned_engine(cfg, backbone, adapter_dir, engine) as eng:
+            for s in todo:
+                ranked[s] = _rank(cfg, data, domain, eng, tokenizer, chat, view, s)
+                log(f"[llama4rec] {s}: {len(ranked[s].uids)} rankings, {ranked[s].prompts_per_s:.1f} prompts/s, "
+                    f"{ranked[s].parse_rate:.1%} parsed (the rest keep the domain order)")
 
     method = build_method(cfg.method, build_model_for_dataset(cfg.model, data), {})
     method.set_domain(*domain)
     n_train = np.bincount(data.pairs("train")[0], minlength=data.n_users)
     table, best, best_setting = {}, None, None
-    for setting in _settings(c):
+    for setting in alpha_settings(c):
         res = _evaluate(method, data, cfg, "valid", ranked["valid"], setting, n_train)
-        table[_label(setting)] = res.overall[c.select_metric]
-        if best is None or table[_label(setting)] > best.overall[c.select_metric]:
+        table[alpha_label(setting)] = res.overall[c.select_metric]
+        if best is None or table[alpha_label(setting)] > best.overall[c.select_metric]:
             best, best_setting = res, setting
-    log(f"[llama4rec] {c.aggregation} aggregation: {_label(best_setting)} chosen on validation {c.select_metric} "
+    log(f"[llama4rec] {c.aggregation} aggregation: {alpha_label(best_setting)} chosen on validation {c.select_metric} "
         f"({best.overall[c.select_metric]:.4f}; {len(table)} settings searched)")
     tested = t_domain = t_llm = None
     if test:
@@ -292,7 +309,7 @@ def log_llama4rec(res: Llama4RecResult, cfg: Config) -> None:
 def summary_lines(res: Llama4RecResult, cfg: Config) -> list[str]:
     """What `bridgerec train` prints under the results table for a llama4rec run."""
     c = cfg.method.llama4rec
-    lines = [f"llama4rec: {c.aggregation} aggregation, {_label(res.choice)} (chosen on validation {c.select_metric}); "
+    lines = [f"llama4rec: {c.aggregation} aggregation, {alpha_label(res.choice)} (chosen on validation {c.select_metric}); "
              f"the LLM reranks the domain model's top {c.n_candidates}; protocol: full ranking, known items masked"]
     for s, r in res.rankings.items():
         lines.append(f"rankings ({s}): {r.parse_rate:.1%} parsed, {r.prompts_per_s:.1f} prompts/s")

@@ -35,6 +35,8 @@ class LLMWorkflow:
     test_logs: Callable[[Any], dict]
     """MLflow prefix -> EvalResult of the test rows logged for a sweep's chosen trial."""
     adapter_artifact: str
+    ratings: Callable[[Any], dict] = lambda res: {}
+    """RMSE/MAE rows of a rating task (name -> {"rmse", "mae"}, baseline first); empty otherwise."""
 
 
 def _bigrec() -> LLMWorkflow:
@@ -62,12 +64,23 @@ def _llama4rec() -> LLMWorkflow:
                                     "test_llm_order_": res.test_llm}, "llama4rec/adapter")
 
 
-_WORKFLOWS = {"bigrec": _bigrec, "llama4rec": _llama4rec}
+def _llama4rec_rating() -> LLMWorkflow:
+    from bridgerec.workflows import llama4rec_rating as wf
+
+    return LLMWorkflow(wf.run_llama4rec_rating, wf.log_llama4rec_rating, wf.rating_summary_lines,
+                       lambda res: {}, lambda res: {}, lambda cfg, metrics: None, lambda res: {}, "llama4rec/adapter",
+                       ratings=lambda res: res.ratings)
 
 
-def llm_workflow(name: str) -> LLMWorkflow:
+_WORKFLOWS = {"bigrec": _bigrec, "llama4rec": _llama4rec, "llama4rec:rating": _llama4rec_rating}
+
+
+def llm_workflow(cfg: Any) -> LLMWorkflow:
+    """The workflow of ``cfg.method`` (llama4rec's by ``method.llama4rec.task``)."""
+    name = cfg.method.name
+    key = f"{name}:rating" if name == "llama4rec" and cfg.method.llama4rec.task == "rating" else name
     try:
-        return _WORKFLOWS[name]()
+        return _WORKFLOWS[key]()
     except KeyError:
         raise ValueError(f"method {name!r} tunes the LLM but has no workflow; known: {', '.join(_WORKFLOWS)}") from None
 

@@ -25,7 +25,7 @@ __all__ = ["RunSummary", "train_and_log", "rating_rows", "quickstart", "print_su
 class RunSummary:
     run_id: str | None
     tracking_uri: str
-    test: EvalResult
+    test: EvalResult | None  # None: a run that ranks nothing (llama4rec's rating task; its ``ratings`` are the result)
     baseline: EvalResult
     dataset: DatasetDir
     seconds: float
@@ -88,11 +88,11 @@ def _train_llm_method(cfg: Config, data: DatasetDir, baseline: EvalResult, t0: f
     """A method that tunes the LLM (``bigrec``, ``llama4rec``): its own workflow, logged into one MLflow run."""
     from bridgerec.workflows.llm_methods import llm_workflow
 
-    wf = llm_workflow(cfg.method.name)
+    wf = llm_workflow(cfg)
 
     def summary(res, run_id: str | None, uri: str) -> RunSummary:
         return RunSummary(run_id, uri, res.test, baseline, data, time.time() - t0, res.adapter_dir,
-                          rows=wf.test_rows(res), notes=wf.summary_lines(res, cfg))
+                          rows=wf.test_rows(res), notes=wf.summary_lines(res, cfg), ratings=wf.ratings(res))
 
     if not cfg.tracking.enabled:
         return summary(wf.run(cfg, data, log), None, "")
@@ -197,4 +197,7 @@ def print_summary(cfg: Config, s: RunSummary, command: str, served: str | None =
     notes = [*s.notes, *([""] if s.notes else [])]
     if s.ratings:  # the rating task's RMSE/MAE, model beside the global-mean baseline
         notes = [*rating_table(s.ratings), "", *notes]
+    if s.test is None:  # a rating-only run (llama4rec's rating task): its RMSE/MAE table is the result
+        console.result("\n".join(["", title, *notes, *footer]))
+        return
     console.result(results_block(title, s.baseline, name, s.test, cfg.eval.ks, [*notes, *footer], extra=s.rows))

@@ -114,7 +114,7 @@ def _llm_trial(params: dict[str, Any], context: dict[str, Any]) -> None:
     from bridgerec.workflows.llm_methods import llm_workflow
 
     with _trial_run(params, context) as (cfg, data, _, _):
-        wf = llm_workflow(cfg.method.name)
+        wf = llm_workflow(cfg)
         res = wf.run(cfg, data, log=console.detail, test=False)
         wf.log(res, cfg)
         value = res.valid.flat()[valid_metric_key(cfg).removeprefix("valid_")]
@@ -271,7 +271,7 @@ def _test_llm_trial(cfg: Config, data: DatasetDir, best, adapter_dir: str, run_i
 
     from bridgerec.workflows.llm_methods import llm_workflow
 
-    wf = llm_workflow(cfg.method.name)
+    wf = llm_workflow(cfg)
     wf.fix_choice(cfg, best.metrics)
     res = wf.run(cfg, data, log=log, adapter_dir=adapter_dir)
     if cfg.tracking.registered_model:
@@ -302,6 +302,9 @@ def run_tune(cfg: Config, space: str, name: str | None = None, resume: str | Non
     if cfg.train.select_metric in RATING_METRIC_NAMES:
         raise ConfigError(f"train.select_metric={cfg.train.select_metric}: a sweep maximises its metric, and a rating "
                           "error is minimised; sweeps over rating models are not supported yet (pick a ranking metric)")
+    if cfg.method.name == "llama4rec" and cfg.method.llama4rec.task == "rating":
+        raise ConfigError("method.llama4rec.task=rating: a sweep maximises its metric, and the rating task is scored by "
+                          "RMSE (minimised; its alpha is already chosen on validation RMSE inside the run): not supported")
     from bridgerec.methods import method_class
 
     llm = method_class(cfg.method.name).trains_llm
