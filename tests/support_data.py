@@ -1,4 +1,5 @@
-"""A dataset wrapper for the leakage tests: it fails on any read of a split other than train."""
+"""Helpers of the leakage tests: a dataset wrapper that fails on any read of a split other than
+train, and each user's items of a split."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ class TrainOnly:
     def frame(self, split, *args, **kwargs):
         assert split == "train", f"{self.who} read the {split} split"
         return self.inner.frame(split, *args, **kwargs)
+
+
+def items_by_user(dataset, split) -> dict[int, set]:
+    """user -> the set of their items in ``split``."""
+    u, i = dataset.pairs(split)
+    out: dict[int, set] = {}
+    for a, b in zip(u.tolist(), i.tolist()):
+        out.setdefault(a, set()).add(b)
+    return out

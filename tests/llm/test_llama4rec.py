@@ -32,11 +32,9 @@ def _view(dataset):
 
 
 def _by_user(dataset, split):
-    u, i = dataset.pairs(split)
-    out: dict[int, set] = {}
-    for a, b in zip(u.tolist(), i.tolist()):
-        out.setdefault(a, set()).add(b)
-    return out
+    from support_data import items_by_user
+
+    return items_by_user(dataset, split)
 
 
 def test_training_examples_read_only_the_training_split(l4r_cfg, dataset, domain):

@@ -215,7 +215,10 @@ class Llama4RecConfig(Section):
     """The trained domain model whose top candidates the LLM reranks (and whose user embeddings
     find the similar users): `runs:/<run id>/model` or `models:/NAME@alias` of a `bridgerec train`
     run on the same dataset, its `model/` directory, or an .npz with `user_emb` and `item_emb`.
-    Required. Its user vectors must not read held-out items (MF and LightGCN)."""
+    Required. MF and LightGCN give one vector per user (the direct task); a model that conditions
+    on histories (SASRec: the sequential task) must be the run's recommender (`models:/...`, which
+    holds its weights): each prompt's user vector is then its embedding of the history known at
+    that time (never the exported vectors, which read every known item)."""
     train_samples: Optional[int] = 256
     """Listwise instruction examples: N sampled users with >= 2 training items, each with its last
     training item as the target; None = every such user."""

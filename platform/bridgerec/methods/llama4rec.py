@@ -7,7 +7,9 @@ examples of :mod:`bridgerec.methods.llama4rec_data`), not the domain model; the 
 domain model's scores (``method.llama4rec.domain_run``), with each evaluated user's top
 ``n_candidates`` replaced by the blended order (:func:`~bridgerec.methods.llama4rec_core.aggregate_ranking`),
 set per split by :meth:`Llama4Rec.set_rankings`; the items below the candidates keep the domain
-order, so Recall/NDCG at cut-offs past the candidate list are the domain model's there.
+order, so Recall/NDCG at cut-offs past the candidate list are the domain model's there. For a
+sequence domain model the workflow sets, per split, the user vectors embedded from the history
+known at that split's time (:meth:`Llama4Rec.set_domain`), as the model's own evaluation does.
 
 The LLM side here renders prompts in the backbone's chat format, generates the rankings through an
 :class:`~bridgerec.llm.engine.Engine` (vLLM or transformers) and parses them.
@@ -44,7 +46,8 @@ class Llama4Rec(Method):
                            "not the domain model: it has no domain-model training step")
 
     def set_domain(self, users: np.ndarray, items: np.ndarray) -> None:
-        """The domain model's (U, d) / (I, d) embeddings: its inner product is the base score."""
+        """The domain model's (U, d) / (I, d) embeddings: its inner product is the base score (a
+        sequence model's user vectors: those of the split being evaluated)."""
         self.users = torch.as_tensor(np.asarray(users, np.float32))
         self.items = torch.as_tensor(np.asarray(items, np.float32))
 

@@ -3,7 +3,8 @@ evaluated and served on, built without reading a held-out split.
 
 Every prompt shows (:func:`bridgerec.llm.prompts.ranking_prompt`) the user's most recent items,
 with prompt augmentation (``augment=True``) the recent items of the most similar users (cosine of
-the domain model's user embeddings) and the domain model's order of the candidates as a hint, then
+the domain model's user embeddings; :meth:`~bridgerec.methods.llama4rec_domain.FixedDomain.similar_user_vectors`)
+and the domain model's order of the candidates as a hint, then
 at most ``n_candidates`` numbered candidates in a seeded shuffle. The answer is the candidate
 numbers, best first.
 
@@ -24,6 +25,10 @@ the candidates are the domain model's top ``n_candidates`` with the known items 
 what the serving strategy reranks; nothing is inserted, so the held-out item is a candidate only
 when the domain model retrieved it.
 
+The domain model is a :mod:`~bridgerec.methods.llama4rec_domain` object: MF/LightGCN vectors, or
+a sequence model (SASRec) whose user vector for a prompt embeds exactly the history the prompt
+knows (the training items before the target; the history known at the held-out split's time).
+
 Prompts fit a token budget (``max_tokens`` by a ``count(text) -> tokens`` function): the oldest
 history and similar-user items are dropped first, then the hint, until the prompt fits.
 """
@@ -34,6 +39,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+from bridgerec.methods.llama4rec_domain import Llama4RecDomain
 
 __all__ = ["RankingPrompt", "similar_users", "nearest_users", "similar_items", "top_n", "domain_order",
            "ranking_examples", "heldout_prompts", "shown_prompt", "render", "answer_order"]
@@ -85,7 +92,12 @@ def nearest_users(user_emb: np.ndarray, queries: np.ndarray, n: int, exclude: Op
 
 def domain_order(user_emb: np.ndarray, item_emb: np.ndarray, uid: int, masked: Sequence[int], n: int) -> np.ndarray:
     """The domain model's top ``n`` items for ``uid`` (inner product), ``masked`` left out."""
-    scores = (np.asarray(user_emb[uid], np.float32) @ np.asarray(item_emb, np.float32).T)[None]
+    return _order(np.asarray(user_emb[uid], np.float32), item_emb, masked, n)
+
+
+def _order(vector: np.ndarray, item_emb: np.ndarray, masked: Sequence[int], n: int) -> np.ndarray:
+    """The top ``n`` items by inner product with the user ``vector`` (d,), ``masked`` left out."""
+    scores = (vector @ np.asarray(item_emb, np.float32).T)[None]
     if len(masked):
         scores[0, np.asarray(masked, np.int64)] = -np.inf
     return top_n(scores, n)[0]
@@ -116,28 +128,32 @@ def _candidates(domain: np.ndarray, target: int, n: int, known: set[int], n_item
     return cands
 
 
-def ranking_examples(indptr: np.ndarray, items: np.ndarray, user_emb: np.ndarray, item_emb: np.ndarray, *,
+def ranking_examples(indptr: np.ndarray, items: np.ndarray, domain: Llama4RecDomain, *,
                      samples: Optional[int], n_candidates: int = 10, history_len: int = 10, n_similar: int = 2,
                      similar_history: int = 3, augment: bool = True, seed: int = 0) -> list[RankingPrompt]:
     """Instruction examples from the time-ordered TRAINING histories (CSR ``indptr``, ``items``):
     ``samples`` users with at least two training items (all of them when None), each with the
     last training item as the target (module docstring). The answer order is the target, then
-    the other candidates in the domain model's order (:func:`answer_order`)."""
+    the other candidates in the domain model's order (:func:`answer_order`). The user vector is
+    ``domain``'s for the history before the target (a sequence model embeds that history)."""
     indptr, items = np.asarray(indptr, np.int64), np.asarray(items, np.int64)
+    item_emb = domain.item_emb
     n_items = int(item_emb.shape[0])
     rng = np.random.default_rng(seed)
     eligible = np.flatnonzero(np.diff(indptr) >= 2)
     users = np.sort(rng.choice(eligible, size=samples, replace=False)) if samples and samples < len(eligible) else eligible
-    sims = similar_users(user_emb, users, n_similar) if augment and n_similar > 0 else np.zeros((len(users), 0), np.int64)
+    sims = (similar_users(domain.similar_user_vectors(), users, n_similar) if augment and n_similar > 0
+            else np.zeros((len(users), 0), np.int64))
+    vectors = domain.user_vectors(users, [items[indptr[u]:indptr[u + 1] - 1] for u in users.tolist()])  # (B, d)
     out = []
     for row, u in enumerate(users.tolist()):
         seq = items[indptr[u]:indptr[u + 1]]
         target, before = int(seq[-1]), seq[:-1]
         known = set(before.tolist())
-        domain = domain_order(user_emb, item_emb, u, before, n_candidates + 1)
-        cands = _candidates(domain, target, n_candidates, known, n_items, rng)
+        top = _order(vectors[row], item_emb, before, n_candidates + 1)
+        cands = _candidates(top, target, n_candidates, known, n_items, rng)
         # the candidates in the domain model's order (the target where its score puts it)
-        scores = np.asarray(item_emb, np.float32)[cands] @ np.asarray(user_emb[u], np.float32)
+        scores = np.asarray(item_emb, np.float32)[cands] @ vectors[row]
         dom = tuple(cands[k] for k in np.lexsort((np.arange(len(cands)), -scores)))
         shown = tuple(cands[k] for k in rng.permutation(len(cands)))
         similar = similar_items(indptr, items, sims[row], similar_history, known | {target}) if augment else []
@@ -146,14 +162,17 @@ def ranking_examples(indptr: np.ndarray, items: np.ndarray, user_emb: np.ndarray
 
 
 def heldout_prompts(indptr: np.ndarray, items: np.ndarray, train_indptr: np.ndarray, train_items: np.ndarray,
-                    user_emb: np.ndarray, item_emb: np.ndarray, uids: Sequence[int], *, n_candidates: int = 10,
+                    domain: Llama4RecDomain, uids: Sequence[int], *, n_candidates: int = 10,
                     history_len: int = 10, n_similar: int = 2, similar_history: int = 3, augment: bool = True,
                     seed: int = 0) -> list[RankingPrompt]:
     """Prompts of ``uids`` at a held-out split's time: ``indptr``/``items`` the history known then
-    (masked from the candidates), the similar users' items from the TRAINING histories."""
+    (masked from the candidates, and what a sequence model embeds: ``domain.user_table``), the
+    similar users' items from the TRAINING histories."""
     indptr, items = np.asarray(indptr, np.int64), np.asarray(items, np.int64)
     uids = np.asarray(uids, np.int64)
-    sims = similar_users(user_emb, uids, n_similar) if augment and n_similar > 0 else np.zeros((len(uids), 0), np.int64)
+    user_emb, item_emb = domain.user_table(indptr, items), domain.item_emb  # (U, d), (I, d)
+    sims = (similar_users(domain.similar_user_vectors(), uids, n_similar) if augment and n_similar > 0
+            else np.zeros((len(uids), 0), np.int64))
     out = []
     for row, u in enumerate(uids.tolist()):
         seq = items[indptr[u]:indptr[u + 1]]

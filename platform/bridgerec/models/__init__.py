@@ -18,6 +18,7 @@ _EXPORTS = {
     "conditioned_on": "histories",
     "dataset_inputs": "histories",
     "histories_for": "histories",
+    "known_at": "histories",
     "load_domain_embeddings": "pretrained",
     "local_model_source": "pretrained",
     "MODELS": "registry",

@@ -11,7 +11,8 @@ from torch import nn
 
 from bridgerec.models.base import DomainModel
 
-__all__ = ["SERVING_HISTORY", "SPLITS", "TEST_HISTORY", "conditioned_on", "dataset_inputs", "histories_for", "recent_items"]
+__all__ = ["SERVING_HISTORY", "SPLITS", "TEST_HISTORY", "conditioned_on", "dataset_inputs", "histories_for", "known_at",
+           "recent_items"]
 
 
 SPLITS = ("train", "valid", "test")
@@ -63,6 +64,14 @@ def histories_for(data, splits: Sequence[str] = ("train",), before: str | None =
     u, i, t, q, rank = (np.concatenate(cols) for cols in zip(*parts))
     indptr, items, _ = histories_from_frame(u, i, t, data.n_users, tiebreak=rank, seq=q)
     return indptr, items
+
+
+def known_at(data, split: str) -> Histories:
+    """The history known when ``split`` is predicted (:func:`histories_for`): the training items
+    for ``valid``, also the validation events up to the user's first test event for ``test``."""
+    if split == "test":
+        return histories_for(data, TEST_HISTORY, before="test")
+    return histories_for(data, ("train",))
 
 
 def recent_items(indptr: np.ndarray, items: np.ndarray, u: int, n: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-__all__ = ["local_model_source", "load_domain_embeddings"]
+__all__ = ["local_model_source", "load_domain_embeddings", "embeddings_dir"]
 
 
 def local_model_source(src: str, tracking_uri: str | None = None) -> str:
@@ -27,6 +27,16 @@ def local_model_source(src: str, tracking_uri: str | None = None) -> str:
     return mlflow.artifacts.download_artifacts(artifact_uri=src)
 
 
+def embeddings_dir(path: str) -> str:
+    """The folder of ``path`` that holds the embeddings: a pyfunc recommender's directory (what
+    ``models:/...`` downloads) keeps them, and the domain model's description and weights, under
+    ``artifacts/``; any other path is returned as it is."""
+    inner = os.path.join(path, "artifacts")
+    if os.path.isdir(path) and os.path.exists(os.path.join(inner, "user_embeddings.npy")):
+        return inner
+    return path
+
+
 def load_domain_embeddings(src: str, tracking_uri: str | None = None,
                            key: str = "augment.prompt_aug.embeddings") -> tuple[np.ndarray, np.ndarray]:
     """(user_emb, item_emb) of a trained domain model, from any of:
@@ -34,12 +44,12 @@ def load_domain_embeddings(src: str, tracking_uri: str | None = None,
     - ``runs:/<run id>/model`` or ``models:/<name>@<alias>`` (a run logged by ``bridgerec train``;
       downloaded through MLflow at ``tracking_uri``);
     - a directory with ``user_embeddings.npy`` and ``item_embeddings.npy`` (a downloaded ``model/``
-      artifact directory);
+      artifact directory), or with them under ``artifacts/`` (a pyfunc recommender);
     - an ``.npz`` with ``user_emb`` and ``item_emb``.
 
     Errors name ``key``, the config key ``src`` came from.
     """
-    src = local_model_source(src, tracking_uri)
+    src = embeddings_dir(local_model_source(src, tracking_uri))
     if os.path.isdir(src):
         files = [os.path.join(src, f"{side}_embeddings.npy") for side in ("user", "item")]
         missing = [f for f in files if not os.path.exists(f)]

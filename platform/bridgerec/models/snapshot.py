@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["DESCRIPTION_FILE", "WEIGHTS_FILE", "domain_model_of", "load_domain_model", "read_description",
-           "save_domain_model"]
+__all__ = ["DESCRIPTION_FILE", "WEIGHTS_FILE", "conditions_on_history", "domain_model_of", "load_domain_model",
+           "names_sequence_model", "read_description", "save_domain_model"]
 
 DESCRIPTION_FILE = "domain_model.json"
 WEIGHTS_FILE = "domain_model.pt"
@@ -51,6 +51,34 @@ def read_description(directory: str) -> Optional[dict]:
         return None
     with open(path) as fh:
         return json.load(fh)
+
+
+def names_sequence_model(directory: str) -> bool:
+    """Whether the ``config.yaml`` of ``directory`` (a bundle or a run's ``model/`` artifacts, which
+    have no :data:`DESCRIPTION_FILE`) names a model with a forward pass over histories."""
+    path = os.path.join(directory, "config.yaml")
+    if not os.path.exists(path):
+        return False
+    import yaml
+
+    with open(path) as fh:
+        name = ((yaml.safe_load(fh) or {}).get("model") or {}).get("name")
+    from bridgerec.models.base import DomainModel
+    from bridgerec.models.registry import model_class
+
+    try:
+        cls = model_class(str(name))
+    except ValueError:
+        return False
+    return cls.embed_histories is not DomainModel.embed_histories
+
+
+def conditions_on_history(directory: str) -> bool:
+    """Whether the domain model whose outputs ``directory`` holds conditions on histories (its
+    exported user vectors then read every known item): its description says so, or, without one,
+    its ``config.yaml`` names such a model."""
+    desc = read_description(directory)
+    return bool(desc.get("conditions_on_history")) if desc is not None else names_sequence_model(directory)
 
 
 def load_domain_model(directory: str, histories: Optional[tuple[np.ndarray, np.ndarray]] = None):

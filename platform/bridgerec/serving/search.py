@@ -94,7 +94,7 @@ class DomainSearcher:
 def _history_model(root: str):
     """The bundle's sequence model (CPU, eval mode), or None: then history-only users get the mean
     of their items' embeddings, with a warning when the model does condition on histories."""
-    from bridgerec.models.snapshot import DESCRIPTION_FILE, load_domain_model, read_description
+    from bridgerec.models.snapshot import DESCRIPTION_FILE, load_domain_model, names_sequence_model, read_description
 
     desc = read_description(root)
     weights = desc.get("weights") if desc is not None else None
@@ -103,27 +103,8 @@ def _history_model(root: str):
     if desc is not None:
         sequence, why = desc.get("conditions_on_history", False), desc.get("reason", f"{weights} is missing")
     else:  # logged before domain_model.json: the config names the model
-        sequence, why = _names_sequence_model(root), f"logged without {DESCRIPTION_FILE}"
+        sequence, why = names_sequence_model(root), f"logged without {DESCRIPTION_FILE}"
     if sequence:
         logger.warning("%s: the model conditions on histories but the bundle has no weights for it (%s); users "
                        "sent with only a history are embedded as the mean of their items' embeddings", root, why)
     return None
-
-
-def _names_sequence_model(root: str) -> bool:
-    """Whether the bundle's ``config.yaml`` names a model with a forward pass over histories."""
-    path = os.path.join(root, "config.yaml")
-    if not os.path.exists(path):
-        return False
-    import yaml
-
-    with open(path) as fh:
-        name = ((yaml.safe_load(fh) or {}).get("model") or {}).get("name")
-    from bridgerec.models.base import DomainModel
-    from bridgerec.models.registry import model_class
-
-    try:
-        cls = model_class(str(name))
-    except ValueError:
-        return False
-    return cls.embed_histories is not DomainModel.embed_histories

@@ -107,9 +107,9 @@ def _generate(cfg: Config, data: DatasetDir, engine, chat, titles, split: str):
     """The evaluated users of ``split``, their parsed titles and the generation record."""
     from bridgerec.llm.prompts import ItemView
     from bridgerec.methods.bigrec import generate_titles, next_item_prompts
-    from bridgerec.models.histories import TEST_HISTORY, histories_for
+    from bridgerec.models.histories import known_at
 
-    hist = histories_for(data, TEST_HISTORY, before="test") if split == "test" else histories_for(data, ("train",))
+    hist = known_at(data, split)
     uids = np.unique(data.pairs(split)[0])
     prompts = next_item_prompts(hist, uids, lambda i: ItemView(i, titles[i]), cfg.method.bigrec.history_len, chat)
     b = cfg.method.bigrec

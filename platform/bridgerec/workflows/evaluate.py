@@ -13,7 +13,7 @@ from torch import nn
 from bridgerec.config import Config, EvalConfig, load_config
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split, popularity_scores
-from bridgerec.models import TEST_HISTORY, conditioned_on, histories_for
+from bridgerec.models import conditioned_on, known_at
 from bridgerec.training.driver import build_method_for_dataset
 
 __all__ = ["evaluate_model", "evaluate_run", "evaluate_and_report", "load_run", "popularity_baseline"]
@@ -25,11 +25,7 @@ def evaluate_model(model: nn.Module, data: DatasetDir, cfg: EvalConfig, split: s
     training items for ``valid``; for ``test`` also the validation events up to the user's
     first test event (under leave-last-out the history then ends with the validation item).
     The model's own histories come back afterwards."""
-    if split == "test":
-        known = functools.partial(histories_for, data, TEST_HISTORY, before="test")
-    else:
-        known = functools.partial(histories_for, data, ("train",))
-    with conditioned_on(model, known):  # read from the dataset only when a model needs them
+    with conditioned_on(model, functools.partial(known_at, data, split)):  # read from the dataset only when a model needs them
         return evaluate_split(model.full_scores, data, cfg, split)
 
 

@@ -13,6 +13,12 @@ the domain model's candidates, adaptive aggregation.
 3. Aggregation (``method.llama4rec.aggregation``): α1, α2 (``adaptive``) or α (``fixed``) are
    chosen on validation by ``method.llama4rec.select_metric``; the chosen setting is tested.
 
+The domain model (:func:`load_domain`) is MF or LightGCN (one vector per user: the direct task) or
+a sequence model such as SASRec (the sequential task): then every user vector is the model's
+embedding of the history known when the prompt is asked (the training items before the target,
+the training items for validation, training and validation items for test), in the prompts and in
+the evaluated scores alike, so the domain order is the model's own evaluation protocol.
+
 Reported on test beside the chosen setting: the domain model's order alone (α = 0) and the LLM's
 order alone (α = 1), so which side carries a gain is visible; the parse rate per split, and the
 ranking throughput (prompts/s). Protocol: full ranking with known items masked; only the
@@ -36,7 +42,7 @@ from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation import EvalResult, evaluate_split
 
 __all__ = ["Llama4RecResult", "run_llama4rec", "log_llama4rec", "summary_lines", "instruction_prompts", "heldout",
-           "export_llama4rec"]
+           "export_llama4rec", "load_domain"]
 
 
 @dataclass
@@ -77,14 +83,30 @@ def _check(cfg: Config) -> None:
                           f"({cfg.eval.ks})")
 
 
+def load_domain(cfg: Config, data: DatasetDir):
+    """The domain side of ``method.llama4rec.domain_run``
+    (:mod:`~bridgerec.methods.llama4rec_domain`): MF or LightGCN as their exported vectors; a
+    sequence model (SASRec) rebuilt from its bundle, embedding the history each prompt shows."""
+    from bridgerec.methods.llama4rec_domain import FixedDomain, HistoryDomain
+    from bridgerec.models.histories import histories_for
+    from bridgerec.workflows.llm_methods import open_domain_run
+
+    run = open_domain_run(cfg, data, cfg.method.llama4rec.domain_run, "method.llama4rec.domain_run", sequence_ok=True)
+    if run.history_model is None:
+        return FixedDomain(run.users, run.items)
+    return HistoryDomain(run.history_model, histories_for(data, ("train",)))
+
+
 def instruction_prompts(cfg: Config, data: DatasetDir, domain, view, count=None) -> list:
-    """The rendered listwise training examples (read from the TRAINING split only)."""
+    """The rendered listwise training examples (read from the TRAINING split only). ``domain``: a
+    :func:`load_domain` result or a ``(users, items)`` pair."""
     from bridgerec.methods.llama4rec_data import ranking_examples, render
+    from bridgerec.methods.llama4rec_domain import as_domain
     from bridgerec.models.histories import histories_for
 
     c = cfg.method.llama4rec
     indptr, items = histories_for(data, ("train",))
-    examples = ranking_examples(indptr, items, *domain, samples=c.train_samples, n_candidates=c.n_candidates,
+    examples = ranking_examples(indptr, items, as_domain(domain), samples=c.train_samples, n_candidates=c.n_candidates,
                                 history_len=c.history_len, n_similar=c.n_similar, similar_history=c.similar_history,
                                 augment=c.prompt_aug, seed=cfg.train.seed)
     return [render(p, view, augment=c.prompt_aug, version=cfg.llm.prompt_version, count=count,
@@ -143,15 +165,17 @@ def tuned_engine(cfg: Config, backbone, adapter_dir: Optional[str], engine=None)
 
 
 def heldout(cfg: Config, data: DatasetDir, domain, split: str):
-    """The unrendered prompts of every user of ``split`` at that split's time."""
+    """The unrendered prompts of every user of ``split`` at that split's time (``domain`` as in
+    :func:`instruction_prompts`)."""
     from bridgerec.methods.llama4rec_data import heldout_prompts
-    from bridgerec.models.histories import TEST_HISTORY, histories_for
+    from bridgerec.methods.llama4rec_domain import as_domain
+    from bridgerec.models.histories import histories_for, known_at
 
     c = cfg.method.llama4rec
     train = histories_for(data, ("train",))
-    known = histories_for(data, TEST_HISTORY, before="test") if split == "test" else train
+    known = known_at(data, split)
     uids = np.unique(data.pairs(split)[0])
-    return heldout_prompts(*known, *train, *domain, uids, n_candidates=c.n_candidates, history_len=c.history_len,
+    return heldout_prompts(*known, *train, as_domain(domain), uids, n_candidates=c.n_candidates, history_len=c.history_len,
                            n_similar=c.n_similar, similar_history=c.similar_history, augment=c.prompt_aug,
                            seed=cfg.train.seed)
 
@@ -194,6 +218,15 @@ def alpha_label(setting: dict) -> str:
     return f"alpha={setting['alpha']:g}"
 
 
+def _score_at(method, domain, data: DatasetDir, split: str) -> None:
+    """Give ``method`` the domain model's scores at ``split``'s time: a sequence model's user
+    vectors embed the history known then (what its own evaluation conditions on), so the domain
+    order below and beside the candidates is the domain model's own."""
+    from bridgerec.models.histories import known_at
+
+    method.set_domain(domain.user_table(*known_at(data, split)), domain.item_emb)
+
+
 def _evaluate(method, data, cfg, split: str, r: SplitRankings, setting: dict, n_train) -> EvalResult:
     method.set_rankings(r.uids, r.domain, r.orders, alphas_for(setting, r.uids, n_train))
     return evaluate_split(method.full_scores, data, cfg.eval, split)
@@ -209,12 +242,13 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
     from bridgerec.llm.prompts import ItemView
     from bridgerec.methods import build_method
     from bridgerec.models import build_model_for_dataset
-    from bridgerec.workflows.llm_methods import load_domain_run
 
     _check(cfg)
     c = cfg.method.llama4rec
-    domain = load_domain_run(cfg, data, c.domain_run, "method.llama4rec.domain_run")
-    log(f"[llama4rec] domain model {c.domain_run}: {domain[0].shape[1]}-d embeddings")
+    domain = load_domain(cfg, data)
+    log(f"[llama4rec] domain model {c.domain_run}: {domain.item_emb.shape[1]}-d embeddings"
+        + ("; a sequence model: each prompt's user vector embeds the history it shows" if domain.conditions_on_history
+           else ""))
     backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
     tokenizer = load_tokenizer(backbone.path, padding_side="right")
     chat = chat_format(cfg.llm, backbone, tokenizer)
@@ -239,7 +273,7 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
                     f"{ranked[s].parse_rate:.1%} parsed (the rest keep the domain order)")
 
     method = build_method(cfg.method, build_model_for_dataset(cfg.model, data), {})
-    method.set_domain(*domain)
+    _score_at(method, domain, data, "valid")
     n_train = np.bincount(data.pairs("train")[0], minlength=data.n_users)
     table, best, best_setting = {}, None, None
     for setting in alpha_settings(c):
@@ -251,6 +285,7 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
         f"({best.overall[c.select_metric]:.4f}; {len(table)} settings searched)")
     tested = t_domain = t_llm = None
     if test:
+        _score_at(method, domain, data, "test")
         t_domain = _evaluate(method, data, cfg, "test", ranked["test"], {"aggregation": "domain", "alpha": 0.0}, n_train)
         t_llm = _evaluate(method, data, cfg, "test", ranked["test"], {"aggregation": "llm", "alpha": 1.0}, n_train)
         tested = _evaluate(method, data, cfg, "test", ranked["test"], best_setting, n_train)

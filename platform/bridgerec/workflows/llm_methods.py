@@ -5,7 +5,7 @@ Each entry gives the run (``run(cfg, data, log, *, test=..., adapter_dir=...)``)
 logging, the lines printed under the results table, the extra test rows of the table, the values a
 sweep's trial reports beside its validation metric, how the chosen trial's settings are fixed
 before it is tested, and the MLflow path of the run's adapter. Also what those workflows share:
-loading the trained domain model they read (:func:`load_domain_run`) and logging a tuned run's
+loading the trained domain model they read (:func:`open_domain_run`, :func:`load_domain_run`) and logging a tuned run's
 SFT record and export (:func:`log_tuned_run`).
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["LLMWorkflow", "llm_workflow", "load_domain_run", "log_tuned_run"]
+__all__ = ["DomainRun", "LLMWorkflow", "llm_workflow", "load_domain_run", "log_tuned_run", "open_domain_run"]
 
 
 @dataclass(frozen=True)
@@ -85,16 +85,30 @@ def llm_workflow(cfg: Any) -> LLMWorkflow:
         raise ValueError(f"method {name!r} tunes the LLM but has no workflow; known: {', '.join(_WORKFLOWS)}") from None
 
 
-def load_domain_run(cfg: Any, data: Any, src: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(user, item) embeddings of the domain run ``src`` (config key ``key``), checked against the
-    dataset (same users and items) and refused when the user vectors read held-out items (a
-    sequence model's exported users are conditioned on the whole history: they would leak the
-    test item)."""
-    from bridgerec.models.pretrained import load_domain_embeddings, local_model_source
-    from bridgerec.config import ConfigError
-    from bridgerec.models.snapshot import read_description
+@dataclass(frozen=True)
+class DomainRun:
+    """A trained domain run as the LLM workflows read it."""
 
-    local = local_model_source(src, cfg.tracking_uri())  # (downloaded once: the description is read beside it)
+    users: np.ndarray
+    """(U, d) exported user vectors (a sequence model's read every known item, test included)."""
+    items: np.ndarray
+    """(I, d) exported item vectors."""
+    history_model: Any = None
+    """A sequence model rebuilt from the run's bundle (CPU, eval mode; ``embed_histories`` gives a
+    user's vector from the history known at some time), or None (MF, LightGCN)."""
+
+
+def open_domain_run(cfg: Any, data: Any, src: str, key: str, *, sequence_ok: bool = False) -> DomainRun:
+    """The domain run ``src`` (config key ``key``), checked against the dataset (same users and
+    items). A sequence model's exported user vectors read every known item, test included: it is
+    refused unless ``sequence_ok``, and then it is rebuilt from the bundle's weights (the loading
+    path of serving, :func:`~bridgerec.models.snapshot.load_domain_model`) so the caller embeds the
+    histories it may show."""
+    from bridgerec.config import ConfigError
+    from bridgerec.models.pretrained import embeddings_dir, load_domain_embeddings, local_model_source
+    from bridgerec.models.snapshot import conditions_on_history, load_domain_model, read_description
+
+    local = embeddings_dir(local_model_source(src, cfg.tracking_uri()))  # (downloaded once: the description is read beside it)
     try:
         users, items = load_domain_embeddings(local, key=key)
     except (FileNotFoundError, ValueError) as e:
@@ -102,11 +116,27 @@ def load_domain_run(cfg: Any, data: Any, src: str, key: str) -> tuple[np.ndarray
     if users.shape[0] != data.n_users or items.shape[0] != data.n_items:
         raise ConfigError(f"{key}={src}: {users.shape[0]} users x {items.shape[0]} items, but the "
                           f"dataset has {data.n_users} x {data.n_items} (a run on another dataset?)")
-    desc = read_description(local) if os.path.isdir(local) else None
-    if desc and desc.get("conditions_on_history"):
-        raise ConfigError(f"{key}={src}: a sequence model ({desc.get('model', {}).get('name')}); its "
-                          "exported user vectors read every known item, test included; use MF or LightGCN")
-    return users, items
+    if not (os.path.isdir(local) and conditions_on_history(local)):
+        return DomainRun(users, items)
+    desc = read_description(local) or {}
+    name = (desc.get("model") or {}).get("name")
+    what = f"a sequence model ({name})" if name else "a sequence model"
+    if not sequence_ok:
+        raise ConfigError(f"{key}={src}: {what}; its exported user vectors read every known item, test included; "
+                          "use MF or LightGCN")
+    if not desc.get("weights"):
+        why = desc.get("reason") or "no domain_model.pt: a run's model/ artifacts hold none"
+        raise ConfigError(f"{key}={src}: {what} without its weights here ({why}); name the "
+                          "run's recommender instead (models:/<model id> from the run's pyfunc_model_uri tag, or "
+                          "models:/NAME@alias)")
+    return DomainRun(users, items, load_domain_model(local))
+
+
+def load_domain_run(cfg: Any, data: Any, src: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) embeddings of the domain run ``src`` (:func:`open_domain_run`; a sequence model
+    is refused)."""
+    run = open_domain_run(cfg, data, src, key)
+    return run.users, run.items
 
 
 def log_tuned_run(sft: dict, metrics: dict[str, float], export: Callable[[str], str], artifact: str) -> None:
