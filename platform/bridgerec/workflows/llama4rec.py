@@ -140,6 +140,18 @@ def tune_rows(cfg: Config, backbone, tokenizer, rows: list, log, what: str):
     return res, len(rows)
 
 
+def llm_side(cfg: Config, data: DatasetDir):
+    """(the backbone, its tokenizer (right padding, for tuning), its chat format, ``view(iid)`` ->
+    the item's :class:`~bridgerec.llm.prompts.ItemView`) of a Llama4Rec run."""
+    from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
+    from bridgerec.llm.prompts import ItemView
+
+    backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
+    tokenizer = load_tokenizer(backbone.path, padding_side="right")
+    titles = [str(t) for t in data.items().sort_values("iid")["title"].tolist()]
+    return backbone, tokenizer, chat_format(cfg.llm, backbone, tokenizer), lambda i: ItemView(int(i), titles[int(i)])
+
+
 @contextmanager
 def tuned_engine(cfg: Config, backbone, adapter_dir: Optional[str], engine=None):
     """``engine`` when given (the caller's), else an engine (``llm.engine``) of the backbone with
@@ -238,8 +250,6 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
     to rank with instead of the tuned model (tests share one). ``adapter_dir``: an adapter tuned
     before (step 1 skipped). ``rankings``: an earlier result's ``rankings`` of the same adapter
     (not generated again; the aggregation is redone)."""
-    from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
-    from bridgerec.llm.prompts import ItemView
     from bridgerec.methods import build_method
     from bridgerec.models import build_model_for_dataset
 
@@ -249,11 +259,7 @@ def run_llama4rec(cfg: Config, data: DatasetDir, log=say, engine=None, *, test: 
     log(f"[llama4rec] domain model {c.domain_run}: {domain.item_emb.shape[1]}-d embeddings"
         + ("; a sequence model: each prompt's user vector embeds the history it shows" if domain.conditions_on_history
            else ""))
-    backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
-    tokenizer = load_tokenizer(backbone.path, padding_side="right")
-    chat = chat_format(cfg.llm, backbone, tokenizer)
-    titles = [str(t) for t in data.items().sort_values("iid")["title"].tolist()]
-    view = lambda i: ItemView(int(i), titles[int(i)])  # noqa: E731
+    backbone, tokenizer, chat, view = llm_side(cfg, data)
 
     sft_record, n_examples = {"best": {}, "history": [], "seconds": 0.0}, 0
     if adapter_dir is None and c.tune and not rankings:

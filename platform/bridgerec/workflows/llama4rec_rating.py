@@ -107,11 +107,9 @@ def run_llama4rec_rating(cfg: Config, data: DatasetDir, log=say, engine=None, *,
     """The three steps (Ray must be initialised for step 1). ``engine``: an already loaded engine to
     rate with; ``adapter_dir``: an adapter tuned before (step 1 skipped); ``rankings``: an earlier
     result's ``answers`` (not generated again)."""
-    from bridgerec.llm.backbone import chat_format, load_tokenizer, resolve_backbone
-    from bridgerec.llm.prompts import ItemView
     from bridgerec.methods.llama4rec_core import aggregate_rating
     from bridgerec.methods.llama4rec_rating import encode_rating_examples, generate_ratings
-    from bridgerec.workflows.llama4rec import alpha_label, alpha_settings, alphas_for, tune_rows, tuned_engine
+    from bridgerec.workflows.llama4rec import alpha_label, alpha_settings, alphas_for, llm_side, tune_rows, tuned_engine
     from bridgerec.workflows.llm_methods import load_domain_run
 
     _check(cfg)
@@ -120,11 +118,7 @@ def run_llama4rec_rating(cfg: Config, data: DatasetDir, log=say, engine=None, *,
     train_r = _triples(data, "train")[2]
     scale = (float(train_r.min()), float(train_r.max()))
     log(f"[llama4rec] rating task: domain model {c.domain_run}, ratings on [{scale[0]:g}, {scale[1]:g}]")
-    backbone = resolve_backbone(cfg.llm, cfg.work_dir, data)
-    tokenizer = load_tokenizer(backbone.path, padding_side="right")
-    chat = chat_format(cfg.llm, backbone, tokenizer)
-    titles = [str(t) for t in data.items().sort_values("iid")["title"].tolist()]
-    view = lambda i: ItemView(int(i), titles[int(i)])  # noqa: E731
+    backbone, tokenizer, chat, view = llm_side(cfg, data)
 
     sft_record, n_examples = {"best": {}, "history": [], "seconds": 0.0}, 0
     if adapter_dir is None and c.tune and not rankings:
