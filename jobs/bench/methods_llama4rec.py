@@ -136,7 +136,7 @@ def _rating_section(args, config, data, stamp: str) -> str:
     lines = [f"## Rating prediction (seed 0)\n",
              f"Test split: every test event rated from the ratings known before it (training and validation). "
              f"Domain model: biased MF with a squared loss (`mf_rating_synthetic.yaml`). LLM: {lcfg.llm.model}, "
-             f"LoRA-tuned on {res.n_examples} rating examples ({c.train_samples or 'every'} users' last training "
+             f"LoRA-tuned on {res.n_examples} rating examples ({c.train_samples or 'every'} user's last training "
              f"rating, history {c.history_len}), {lcfg.train.epochs} epoch(s); alpha chosen on validation RMSE: "
              f"{res.choice}. Parse rate on test {a.parse_rate:.1%}, {a.per_second:.1f} prompts/s in the run, "
              f"tuning {res.sft['seconds']:.0f} s.\n",
@@ -205,8 +205,12 @@ def llama4rec_suite(args, stamp: str) -> None:
                 out = run_llama4rec(plain, data, log=print)
                 rows.setdefault(f"{name}, no prompt augmentation", []).append((out.test, _extra(out)))
                 sizes.append(f"{name}, no prompt augmentation: tuned and ranked again; chosen {out.choice}")
-    header = (f"# Llama4Rec beside LightGCN, synthetic `{args.preset}` ({counts['users']} users, {counts['items']} "
-              f"items, {counts['train']} training events)\n\n"
+    world = (f"synthetic `{args.preset}` ({counts['users']} users, {counts['items']} items, {counts['train']} training "
+             "events)")
+    if "ranking" not in tasks:
+        write_report(f"# Llama4Rec, rating task, {world}\n\n" + _rating_section(args, config, data, stamp), args.out)
+        return
+    header = (f"# Llama4Rec beside LightGCN, {world}\n\n"
               f"Direct recommendation. Test split, full ranking with known items masked; Llama4Rec reorders LightGCN's "
               f"top candidates of the same seed (cut-offs beyond them equal LightGCN's); mean ± std over seeds; "
               f"(relative change vs LightGCN on the same seeds: a one-seed row against seed 0); tail = long-tail users; {os.cpu_count()} CPU cores, {platform.machine()}. "

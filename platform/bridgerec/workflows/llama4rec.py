@@ -119,8 +119,8 @@ def _tune(cfg: Config, data: DatasetDir, domain, backbone, tokenizer, chat, view
     c = cfg.method.llama4rec
     rendered = instruction_prompts(cfg, data, domain, view, token_counter(tokenizer, chat))
     return tune_rows(cfg, backbone, tokenizer, encode_ranking_examples(tokenizer, rendered, chat=chat), log,
-                     f"listwise examples, {c.n_candidates} candidates each, prompt augmentation "
-                     f"{'on' if c.prompt_aug else 'off'}")
+                     f"listwise examples ({c.n_candidates} candidates each, prompt augmentation "
+                     f"{'on' if c.prompt_aug else 'off'})")
 
 
 def tune_rows(cfg: Config, backbone, tokenizer, rows: list, log, what: str):
@@ -129,8 +129,8 @@ def tune_rows(cfg: Config, backbone, tokenizer, rows: list, log, what: str):
     from bridgerec.training.sft import train_sft
 
     n_valid = max(1, len(rows) // 10) if len(rows) >= 10 else 0
-    log(f"[llama4rec] step 1: LoRA instruction tuning of {cfg.llm.model} on {len(rows) - n_valid} {what} "
-        f"({n_valid} held for the validation loss), {cfg.train.num_workers} worker(s), {cfg.train.strategy}")
+    log(f"[llama4rec] step 1: LoRA instruction tuning of {cfg.llm.model} on {len(rows) - n_valid} {what}, "
+        f"{n_valid} held for the validation loss; {cfg.train.num_workers} worker(s), {cfg.train.strategy}")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     res = train_sft(cfg, backbone.path, rows[n_valid:], rows[:n_valid], pad_id=int(pad))
     for h in res.history:
