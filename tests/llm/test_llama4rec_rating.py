@@ -11,8 +11,9 @@ from bridgerec.config import Config
 
 
 def _triples(dataset, split):
-    f = dataset.frame(split, ["uid", "iid", "rating"])
-    return f["uid"].to_numpy("int64"), f["iid"].to_numpy("int64"), f["rating"].to_numpy("float64")
+    from bridgerec.evaluation.ratings import rating_triples
+
+    return rating_triples(dataset, split)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,14 @@ import torch
 from bridgerec.data.dataset import DatasetDir
 from bridgerec.evaluation.metrics import rating_metrics
 
-__all__ = ["rating_predictions", "evaluate_ratings", "global_mean_ratings", "train_mean_rating"]
+__all__ = ["rating_triples", "rating_predictions", "evaluate_ratings", "global_mean_ratings", "train_mean_rating"]
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``predict(uids (B,), iids (B,)) -> (B,)`` predicted ratings (e.g. a rating model's ``predict_ratings``)."""
 
 
-def _triples(data: DatasetDir, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rating_triples(data: DatasetDir, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uids, iids, ratings) of every event of ``split``: int64, int64, float64."""
     if split not in ("train", "valid", "test"):
         raise ValueError(f"evaluate ratings on train, valid or test, not {split!r}")
     f = data.frame(split, ["uid", "iid", "rating"])
@@ -28,7 +29,7 @@ def _triples(data: DatasetDir, split: str) -> tuple[np.ndarray, np.ndarray, np.n
 def rating_predictions(predict: Predict, data: DatasetDir, split: str = "test",
                        batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, true) float64 ratings of every event of ``split``, predicted ``batch_size`` at a time."""
-    uids, iids, true = _triples(data, split)
+    uids, iids, true = rating_triples(data, split)
     out = np.empty(len(true), dtype=np.float64)
     with torch.no_grad():
         for s in range(0, len(true), batch_size):
@@ -44,11 +45,11 @@ def evaluate_ratings(predict: Predict, data: DatasetDir, split: str = "test", ba
 
 def train_mean_rating(data: DatasetDir) -> float:
     """The train split's mean rating."""
-    return float(_triples(data, "train")[2].mean())
+    return float(rating_triples(data, "train")[2].mean())
 
 
 def global_mean_ratings(data: DatasetDir, split: str = "test") -> dict[str, float]:
     """The global-mean baseline: ``{"rmse", "mae"}`` of predicting the train split's mean
     rating (:func:`train_mean_rating`) for every event of ``split``."""
-    true = _triples(data, split)[2]
+    true = rating_triples(data, split)[2]
     return rating_metrics(np.full(len(true), train_mean_rating(data)), true)

@@ -32,6 +32,7 @@ import numpy as np
 from bridgerec.config import Config
 from bridgerec.console import say
 from bridgerec.data.dataset import DatasetDir
+from bridgerec.evaluation.ratings import rating_triples
 
 __all__ = ["Llama4RecRatingResult", "run_llama4rec_rating", "log_llama4rec_rating", "rating_summary_lines",
            "export_llama4rec_rating"]
@@ -54,15 +55,10 @@ class Llama4RecRatingResult:
     test = None  # the rating task ranks nothing: no ranking row
 
 
-def _triples(data: DatasetDir, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    f = data.frame(split, ["uid", "iid", "rating"])
-    return f["uid"].to_numpy("int64"), f["iid"].to_numpy("int64"), f["rating"].to_numpy("float64")
-
-
 def _ratings_of(data: DatasetDir, splits) -> dict[tuple[int, int], float]:
     out: dict[tuple[int, int], float] = {}
     for s in splits:  # later splits last: a pair rated again keeps its latest rating
-        u, i, r = _triples(data, s)
+        u, i, r = rating_triples(data, s)
         out.update(zip(zip(u.tolist(), i.tolist()), r.tolist()))
     return out
 
@@ -81,7 +77,7 @@ def _prompts(cfg: Config, data: DatasetDir, split: str, view, scale):
 
     c = cfg.method.llama4rec
     known = histories_for(data, SPLITS_KNOWN[split], before=split if split == "test" else None)
-    u, i, _ = _triples(data, split)
+    u, i, _ = rating_triples(data, split)
     prompts = heldout_rating_prompts(*known, _ratings_of(data, SPLITS_KNOWN[split]), u, i, history_len=c.history_len)
     return [render_rating(p, view, scale, cfg.llm.prompt_version) for p in prompts]
 
@@ -115,7 +111,7 @@ def run_llama4rec_rating(cfg: Config, data: DatasetDir, log=say, engine=None, *,
     _check(cfg)
     c = cfg.method.llama4rec
     users, items = load_domain_run(cfg, data, c.domain_run, "method.llama4rec.domain_run")
-    train_r = _triples(data, "train")[2]
+    train_r = rating_triples(data, "train")[2]
     scale = (float(train_r.min()), float(train_r.max()))
     log(f"[llama4rec] rating task: domain model {c.domain_run}, ratings on [{scale[0]:g}, {scale[1]:g}]")
     backbone, tokenizer, chat, view = llm_side(cfg, data)
@@ -138,11 +134,14 @@ def run_llama4rec_rating(cfg: Config, data: DatasetDir, log=say, engine=None, *,
                     f"{answers[s].parse_rate:.1%} parsed (the rest take the domain model's rating)")
 
     n_train = np.bincount(data.pairs("train")[0], minlength=data.n_users)
+    sides = {}  # split -> (uids, true ratings, domain ratings, LLM ratings): read once, blended per setting
+    for split in answers:
+        u, i, true = rating_triples(data, split)
+        dom = np.clip(np.einsum("nd,nd->n", users[u], items[i]).astype(np.float64), *scale)
+        sides[split] = (u, true, dom, np.where(np.isfinite(answers[split].values), answers[split].values, dom))
 
     def predict(split: str, setting: dict) -> tuple[np.ndarray, np.ndarray]:
-        u, i, true = _triples(data, split)
-        dom = np.clip(np.einsum("nd,nd->n", users[u], items[i]).astype(np.float64), *scale)
-        llm = np.where(np.isfinite(answers[split].values), answers[split].values, dom)
+        u, true, dom, llm = sides[split]
         return aggregate_rating(llm, dom, alphas_for(setting, u, n_train), *scale), true
 
     table, best_setting = {}, None
@@ -155,7 +154,7 @@ def run_llama4rec_rating(cfg: Config, data: DatasetDir, log=say, engine=None, *,
         f"({valid['rmse']:.4f}; {len(table)} settings searched)")
     rows: dict[str, dict[str, float]] = {}
     if test:
-        true = _triples(data, "test")[2]
+        true = sides["test"][1]
         rows[f"global mean ({train_r.mean():.2f})"] = _metrics(np.full(len(true), train_r.mean()), true)
         rows["domain rating model (alpha 0)"] = _metrics(*predict("test", {"aggregation": "domain", "alpha": 0.0}))
         rows["LLM alone (alpha 1)"] = _metrics(*predict("test", {"aggregation": "llm", "alpha": 1.0}))
